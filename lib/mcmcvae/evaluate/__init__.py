@@ -1,0 +1,26 @@
+"""Evaluation: importance-sampling and AIS log-likelihoods, Inception features and KID.
+
+Names load on first use so that evaluation code that needs no Inception weights never imports them.
+"""
+
+from importlib import import_module as _import_module
+
+_NAMES = {
+    "importance_log_likelihood": "importance",
+    "dataset_log_likelihood": "importance",
+    "ais_log_likelihood": "ais",
+    "inception_features": "inception",
+    "kid": "kid",
+}
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(_import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mcmcvae.evaluate' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_NAMES))
