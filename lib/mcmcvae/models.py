@@ -1,0 +1,245 @@
+r"""The VAE model: NumPyro priors and likelihoods around Haiku networks.
+
+A :class:`VAE` is a frozen, hashable description (architecture, latent dimension, prior, likelihood); its
+parameters are a plain dict with one entry per group, so that training methods can give each group its own
+optimiser:
+
+``{"encoder": ..., "decoder": ..., "prior": ..., "likelihood": ...}``
+
+The generative model is written once, as a NumPyro model (:meth:`VAE.model`),
+
+.. math:: z \sim p_\theta(z), \qquad x \mid z \sim p_\theta(x \mid z),
+
+and :meth:`VAE.log_joint` evaluates ``log p(x, z)`` for one data point through
+``numpyro.infer.util.log_density``. Network parameters enter the model as arguments (NumPyro has no Haiku
+adapter). The encoder gives the diagonal Gaussian warm start ``q0(z | x) = N(mu(x), diag(sigma(x)^2))``.
+
+Priors: ``standard`` (N(0, I)), ``mog`` (a mixture of ``num_components`` Gaussians with learnable means and
+scales and equal weights), ``vamp`` (the VampPrior of Tomczak and Welling 2018: the encoder's q0 averaged over
+``num_components`` learnable pseudo-inputs). Likelihoods: ``bernoulli`` (binary data), ``logistic256``
+(:class:`mcmcvae.distributions.DiscretizedLogistic`, fixed or learnable scale) and ``gaussian`` (fixed or
+learnable standard deviation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.infer.util import log_density
+
+from mcmcvae import nets
+from mcmcvae.distributions import DiscretizedLogistic
+from mcmcvae.types import Array, Params, PRNGKey
+
+__all__ = ["VAE", "PRIORS", "LIKELIHOODS", "validate_images"]
+
+PRIORS = ("standard", "mog", "vamp")
+LIKELIHOODS = ("bernoulli", "logistic256", "gaussian")
+
+
+@dataclasses.dataclass(frozen=True)
+class VAE:
+    """A variational autoencoder: Haiku encoder and decoder, NumPyro prior and likelihood.
+
+    Parameters
+    ----------
+    image_shape
+        ``(H, W, C)`` of one image.
+    latent_dim
+        Dimension d of z.
+    architecture
+        ``"mlp"`` (default, ``hidden_sizes`` dense layers) or ``"conv"``.
+    hidden_sizes, activation
+        MLP sizes (default 200-200) and activation (default ReLU), for encoder and decoder alike.
+    prior
+        ``"standard"``, ``"mog"`` or ``"vamp"``; ``num_components`` mixture components (default 50 for ``mog``,
+        500 for ``vamp``).
+    likelihood
+        ``"bernoulli"``, ``"logistic256"`` or ``"gaussian"``; ``likelihood_scale`` is the logistic scale s or the
+        Gaussian standard deviation, learnt when ``learn_likelihood_scale``.
+
+    Examples
+    --------
+    >>> model = VAE(image_shape=(28, 28, 1), latent_dim=10)
+    >>> params = model.init(jax.random.key(0))
+    >>> x = jnp.zeros((28, 28, 1)); z = jnp.zeros(10)
+    >>> model.log_joint(params, x, z)  # log p(x, z), a scalar
+    """
+
+    image_shape: tuple[int, int, int]
+    latent_dim: int
+    architecture: str = "mlp"
+    hidden_sizes: tuple[int, ...] = (200, 200)
+    activation: str = "relu"
+    prior: str = "standard"
+    num_components: int | None = None
+    likelihood: str = "bernoulli"
+    likelihood_scale: float = 0.1
+    learn_likelihood_scale: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+        object.__setattr__(self, "hidden_sizes", tuple(int(s) for s in self.hidden_sizes))
+        if len(self.image_shape) != 3:
+            raise ValueError(f"image_shape must be (H, W, C), got {self.image_shape}")
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"unknown prior {self.prior!r}; choose one of {PRIORS}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
+        if self.architecture not in nets.ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; choose one of {nets.ARCHITECTURES}")
+        if self.num_components is None:
+            object.__setattr__(self, "num_components", {"mog": 50, "vamp": 500}.get(self.prior, 0))
+        if self.likelihood_scale <= 0:
+            raise ValueError(f"likelihood_scale must be positive, got {self.likelihood_scale}")
+
+    # ----------------------------------------------------------------------------------------------- networks
+    @property
+    def _net_options(self) -> dict[str, Any]:
+        if self.architecture == "mlp":
+            return {"hidden_sizes": self.hidden_sizes, "activation": self.activation}
+        return {"activation": self.activation}
+
+    @property
+    def encoder(self):
+        return nets.make_encoder(self.architecture, self.latent_dim, **self._net_options)
+
+    @property
+    def decoder(self):
+        return nets.make_decoder(self.architecture, self.image_shape, **self._net_options)
+
+    @property
+    def data_dim(self) -> int:
+        return int(np.prod(self.image_shape))
+
+    def init(self, rng_key: PRNGKey) -> Params:
+        """Initial parameters ``{"encoder", "decoder", "prior", "likelihood"}``."""
+        k_enc, k_dec, k_prior = jax.random.split(rng_key, 3)
+        params = {
+            "encoder": self.encoder.init(k_enc, jnp.zeros((1, *self.image_shape))),
+            "decoder": self.decoder.init(k_dec, jnp.zeros((1, self.latent_dim))),
+            "prior": {},
+            "likelihood": {},
+        }
+        k = self.num_components
+        if self.prior == "mog":
+            params["prior"] = {
+                "means": jax.random.normal(k_prior, (k, self.latent_dim)),
+                "log_scales": jnp.zeros((k, self.latent_dim)),
+            }
+        elif self.prior == "vamp":
+            # Pseudo-inputs live on the logit scale so that sigmoid keeps them in the data's [0, 1] range.
+            params["prior"] = {"pseudo_inputs": 0.1 * jax.random.normal(k_prior, (k, *self.image_shape))}
+        if self.learn_likelihood_scale and self.likelihood != "bernoulli":
+            params["likelihood"] = {"log_scale": jnp.asarray(math.log(self.likelihood_scale), jnp.float32)}
+        return params
+
+    def encode(self, params: Params, images: Array) -> tuple[Array, Array]:
+        """``q0(z | x)`` for a batch ``(n, H, W, C)``: returns ``(loc, scale)``, each ``(n, d)``."""
+        return self.encoder.apply(params["encoder"], None, images)
+
+    def decode(self, params: Params, z: Array) -> Array:
+        """Likelihood parameters for a batch of latents ``(n, d)``: ``(n, H, W, C)``."""
+        return self.decoder.apply(params["decoder"], None, z)
+
+    # ------------------------------------------------------------------------------------------ distributions
+    def prior_distribution(self, params: Params) -> dist.Distribution:
+        """``p(z)`` as a NumPyro distribution with event shape ``(d,)``."""
+        if self.prior == "standard":
+            return dist.Normal(jnp.zeros(self.latent_dim), 1.0).to_event(1)
+        mixing = dist.Categorical(logits=jnp.zeros(self.num_components))
+        if self.prior == "mog":
+            components = dist.Normal(params["prior"]["means"], jnp.exp(params["prior"]["log_scales"]))
+        else:
+            pseudo_images = jax.nn.sigmoid(params["prior"]["pseudo_inputs"])
+            loc, scale = self.encode(params, pseudo_images)
+            components = dist.Normal(loc, scale)
+        return dist.MixtureSameFamily(mixing, components.to_event(1))
+
+    def _likelihood_scale(self, params: Params) -> Array:
+        if "log_scale" in params["likelihood"]:
+            return jnp.exp(params["likelihood"]["log_scale"])
+        return jnp.asarray(self.likelihood_scale, jnp.float32)
+
+    def likelihood_distribution(self, params: Params, decoded: Array) -> dist.Distribution:
+        """``p(x | z)`` given the decoder output for one or more latents; event shape ``(H, W, C)``."""
+        if self.likelihood == "bernoulli":
+            base = dist.Bernoulli(logits=decoded)
+        elif self.likelihood == "logistic256":
+            base = DiscretizedLogistic(decoded, self._likelihood_scale(params))
+        else:
+            base = dist.Normal(decoded, self._likelihood_scale(params))
+        return base.to_event(3)
+
+    def model(self, params: Params, x: Array | None = None):
+        """The NumPyro model of one data point: ``z ~ p(z)``, ``x ~ p(x | z)``."""
+        z = numpyro.sample("z", self.prior_distribution(params))
+        decoded = self.decode(params, z[None])[0]
+        return numpyro.sample("x", self.likelihood_distribution(params, decoded), obs=x)
+
+    # ------------------------------------------------------------------------------------------- densities
+    def log_joint(self, params: Params, x: Array, z: Array) -> Array:
+        """``log p(x, z)`` of one data point ``x (H, W, C)`` at ``z (d,)``, via NumPyro's ``log_density``."""
+        value, _ = log_density(self.model, (params, x), {}, {"z": z})
+        return value
+
+    def log_joint_batch(self, params: Params, images: Array, z: Array) -> Array:
+        """``log p(x_i, z_i)`` for a batch: ``images (n, H, W, C)``, ``z (n, d)`` -> ``(n,)``."""
+        return jax.vmap(self.log_joint, in_axes=(None, 0, 0))(params, images, z)
+
+    def mean_image(self, params: Params, z: Array) -> Array:
+        """The mean (Bernoulli: probabilities) of ``p(x | z)`` for latents ``(n, d)``: what a sample grid shows."""
+        decoded = self.decode(params, z)
+        if self.likelihood == "bernoulli":
+            return jax.nn.sigmoid(decoded)
+        return jnp.clip(decoded, 0.0, 1.0)
+
+    def sample_prior(self, rng_key: PRNGKey, params: Params, num_samples: int) -> Array:
+        """``num_samples`` draws of z from the prior, ``(n, d)``."""
+        return self.prior_distribution(params).sample(rng_key, (num_samples,))
+
+    # -------------------------------------------------------------------------------------------- checking
+    def validate_images(self, images) -> None:
+        """Raise a ``ValueError`` naming the problem and the fix if ``images`` do not suit this model."""
+        validate_images(images, self.image_shape, self.likelihood)
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-serialisable description from which ``VAE(**config)`` rebuilds the model."""
+        out = dataclasses.asdict(self)
+        out["image_shape"] = list(self.image_shape)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        return out
+
+
+def validate_images(images, image_shape: tuple[int, ...], likelihood: str) -> None:
+    """Check a host-side image array against a model: shape, finiteness, range and (Bernoulli) binarity.
+
+    Called before training and evaluation, never inside jitted code.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
+        raise ValueError(
+            f"images must have shape (n, {', '.join(map(str, image_shape))}), got {images.shape}; "
+            "reshape flat vectors to (n, H, W, C) with the model's image_shape"
+        )
+    if not np.all(np.isfinite(images)):
+        bad = int(np.sum(~np.isfinite(images)))
+        raise ValueError(f"images contain {bad} NaN or infinite pixels; clean or drop those images before training")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"pixels must lie in [0, 1], found [{lo}, {hi}]; divide 8-bit images by 255")
+    if likelihood == "bernoulli" and not np.all((images == 0.0) | (images == 1.0)):
+        raise ValueError(
+            "a Bernoulli likelihood needs binary pixels (0 or 1) but the data are grey-scale; binarise them "
+            "(mv.data.binarize_static, or --binarize static|dynamic on the command line) or choose "
+            "--likelihood logistic256|gaussian"
+        )
