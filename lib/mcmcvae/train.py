@@ -171,6 +171,9 @@ class Trainer:
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             ckpt = _Checkpoints(self.out_dir / "checkpoints")
+            if not resume and ckpt.latest() is not None:
+                raise ValueError(f"{self.out_dir} already holds checkpoints of a run; pass --resume (resume=True) "
+                                 "to continue it, or choose a new output directory")
             if resume:
                 saved = ckpt.latest()
                 if saved is None:

@@ -1,0 +1,203 @@
+"""The ``mcmcvae`` command line: ``train``, ``evaluate``, ``data fetch`` and ``experiment``.
+
+Heavy imports (JAX, Haiku, NumPyro) happen inside the sub-commands, so ``mcmcvae --help`` and
+``mcmcvae data fetch`` start quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+__all__ = ["main", "build_parser"]
+
+AMORTISED = ("vae", "iwae")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mcmcvae.data.datasets import DATASETS
+    from mcmcvae.methods import METHODS
+
+    parser = argparse.ArgumentParser(prog="mcmcvae", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model with one method", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--dataset", required=True, help=f"one of: {', '.join((*DATASETS, 'linear_hvae'))}")
+    train.add_argument("--method", required=True, help=f"one of: {', '.join(METHODS)}")
+    train.add_argument("--out", required=True, type=pathlib.Path, help="run directory (config, metrics, checkpoints)")
+    train.add_argument("--prior", default="standard", choices=("standard", "mog", "vamp"))
+    train.add_argument("--likelihood", default="bernoulli", choices=("bernoulli", "logistic256", "gaussian"))
+    train.add_argument("--likelihood-scale", type=float, default=0.1,
+                       help="logistic scale s or Gaussian std of the likelihood")
+    train.add_argument("--learn-likelihood-scale", action="store_true")
+    train.add_argument("--architecture", default="mlp", choices=("mlp", "conv"))
+    train.add_argument("--hidden-sizes", default="200,200", help="comma-separated MLP layer sizes")
+    train.add_argument("--latent-dim", type=int, default=10)
+    train.add_argument("--epochs", type=int, default=10, help="plain-VAE epochs (the method's own for vae/iwae)")
+    train.add_argument("--mcmc-epochs", type=int, default=0, help="epochs of the MCMC method after the VAE epochs")
+    train.add_argument("--num-mcmc-steps", type=int, default=10, help="K, kernel steps per batch")
+    train.add_argument("--num-leapfrog-steps", type=int, default=2, help="L, leapfrog steps of HMC")
+    train.add_argument("--preconditioner", default="diagonal", choices=("diagonal", "lower_triangular"))
+    train.add_argument("--num-samples", type=int, default=None, help="k importance samples (iwae)")
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--batch-size", type=int, default=100)
+    train.add_argument("--binarize", default=None, choices=("static", "dynamic", "none"),
+                       help="default: static (threshold 0.5) for a Bernoulli likelihood, none otherwise")
+    train.add_argument("--train-size", type=int, default=None, help="keep the first N training images")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = sub.add_parser("evaluate", help="test log-likelihood of a trained run; writes DIR/eval.json",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    evaluate.add_argument("run_dir", type=pathlib.Path)
+    evaluate.add_argument("--num-samples", type=int, default=5000, help="S, importance samples per image")
+    evaluate.add_argument("--split", default="test", choices=("test", "train"))
+    evaluate.add_argument("--tau", type=float, default=1.5, help="factor on the proposal's variance")
+    evaluate.add_argument("--num-images", type=int, default=None, help="evaluate only the first N images")
+    evaluate.add_argument("--batch-size", type=int, default=100)
+    evaluate.add_argument("--seed", type=int, default=0)
+
+    data = sub.add_parser("data", help="datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="download the datasets that can be fetched here")
+    fetch.add_argument("names", nargs="*", help=f"datasets (default: all of {', '.join(DATASETS)})")
+
+    experiment = sub.add_parser("experiment", help="run one reproduction; writes results/NAME.{json,md}")
+    experiment.add_argument("name", help="experiment name (run 'mcmcvae experiment list' to see them)")
+    experiment.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
+    experiment.add_argument("--out", type=pathlib.Path, default=None, help="directory for the results files")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": _train, "evaluate": _evaluate, "data": _data, "experiment": _experiment}[args.command](args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"mcmcvae: error: {error}", file=sys.stderr)
+        return 2
+
+
+# ------------------------------------------------------------------------------------------------ train
+def load_training_images(dataset: str, *, split: str, binarize: str, train_size: int | None = None, seed: int = 0):
+    """Images of a dataset split, cut to ``train_size`` and binarised as the run asks (static: threshold 0.5)."""
+    import mcmcvae as mv
+
+    images = mv.data.load(dataset, split).images
+    if train_size is not None:
+        if train_size < 1:
+            raise ValueError(f"--train-size must be positive, got {train_size}")
+        images = images[:train_size]
+    if binarize == "static":
+        images = mv.data.binarize_static(images)
+    return images
+
+
+def _train(args) -> int:
+    import mcmcvae as mv
+    from mcmcvae.train import Phase, Trainer
+
+    method_name = args.method
+    mv.methods.build(method_name)  # an unknown name fails here, before any data is read
+    binarize = args.binarize or ("static" if args.likelihood == "bernoulli" else "none")
+    images = load_training_images(args.dataset, split="train", binarize=binarize, train_size=args.train_size)
+    model = mv.models.VAE(
+        image_shape=images.shape[1:], latent_dim=args.latent_dim, architecture=args.architecture,
+        hidden_sizes=tuple(int(s) for s in args.hidden_sizes.split(",") if s), prior=args.prior,
+        likelihood=args.likelihood, likelihood_scale=args.likelihood_scale,
+        learn_likelihood_scale=args.learn_likelihood_scale,
+    )
+    options = {"learning_rate": args.learning_rate, "num_mcmc_steps": args.num_mcmc_steps,
+               "num_integration_steps": args.num_leapfrog_steps, "preconditioner": args.preconditioner}
+    if args.num_samples is not None:
+        options["num_samples"] = args.num_samples
+    if method_name in AMORTISED:
+        phases = [Phase(mv.methods.build(method_name, **options), args.epochs)]
+    else:
+        if args.mcmc_epochs < 1:
+            raise ValueError(f"method {method_name!r} trains in --mcmc-epochs after --epochs of VAE; set --mcmc-epochs")
+        phases = [Phase(mv.methods.build("vae", learning_rate=args.learning_rate), args.epochs),
+                  Phase(mv.methods.build(method_name, **options), args.mcmc_epochs)]
+    trainer = Trainer(model, phases, batch_size=args.batch_size, seed=args.seed, binarize=binarize,
+                      out_dir=args.out, progress=not args.no_progress,
+                      extra_config={"dataset": args.dataset, "train_size": args.train_size})
+    trainer.run(images, resume=args.resume)
+    last = json.loads((args.out / "metrics.jsonl").read_text().splitlines()[-1])
+    print(f"trained {method_name} on {args.dataset} ({images.shape[0]} images) for "
+          f"{sum(p.num_epochs for p in phases)} epochs: final loss {last.get('loss', float('nan')):.3f}; run in {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+def _evaluate(args) -> int:
+    import jax
+    import numpy as np
+
+    import mcmcvae as mv
+    from mcmcvae.evaluate.runs import test_log_likelihood
+    from mcmcvae.figures import save_image_grid
+    from mcmcvae.train import load_run
+
+    model, method, params, state, config = load_run(args.run_dir)
+    binarize = config["binarize"]
+    images = mv.data.load(config["dataset"], args.split).images
+    if args.num_images is not None:
+        images = images[: args.num_images]
+    if binarize == "static":
+        images = mv.data.binarize_static(images)
+    elif binarize == "dynamic":  # one fixed binarisation of the evaluation images, the same for every run
+        images = np.asarray(mv.data.binarize_dynamic(jax.random.key(12345), images))
+    model.validate_images(images)
+    key = jax.random.key(args.seed)
+    summary = test_log_likelihood(key, model, method, params, state, images, num_samples=args.num_samples,
+                                  variance_factor=args.tau, batch_size=args.batch_size)
+    summary.pop("per_image")
+    summary.update({"split": args.split, "dataset": config["dataset"], "method": method.name, "seed": args.seed})
+    (args.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    samples = model.mean_image(params, model.sample_prior(jax.random.fold_in(key, 1), params, 100))
+    save_image_grid(np.asarray(samples), args.run_dir / "samples.png", title=f"{method.name}: samples from the prior")
+    reconstructions = model.mean_image(params, model.encode(params, images[:50])[0])
+    pairs = np.stack([images[:50], np.asarray(reconstructions)], 1).reshape(100, *images.shape[1:])
+    save_image_grid(pairs, args.run_dir / "reconstructions.png", title="data | reconstruction (q0 mean)")
+    rows = [("dataset", config["dataset"]), ("method", method.name), ("split", args.split),
+            ("images", summary["num_images"]), ("importance samples", summary["num_samples"]),
+            (f"{args.split} log-likelihood (nats)",
+             f"{summary['test_log_likelihood']:.2f} +- {summary['standard_error']:.2f}")]
+    if "bits_per_dim" in summary:
+        rows.append(("bits/dim", f"{summary['bits_per_dim']:.3f}"))
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    print(f"wrote {args.run_dir / 'eval.json'}, {args.run_dir / 'samples.png'}, {args.run_dir / 'reconstructions.png'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- data
+def _data(args) -> int:
+    from mcmcvae.data import fetch
+
+    reports = fetch(args.names or None)
+    width = max(len(r.name) for r in reports)
+    for report in reports:
+        print(f"{report.name:<{width}}  {report.status:<17}  {report.message}")
+    requested_failed = [r for r in reports if r.status not in ("ok", "already present") and args.names]
+    return 1 if requested_failed else 0
+
+
+# ------------------------------------------------------------------------------------------- experiment
+def _experiment(args) -> int:
+    from mcmcvae import experiments
+
+    if args.name == "list":
+        for name, description in experiments.describe().items():
+            print(f"{name:<22} {description}")
+        return 0
+    paths = experiments.run(args.name, quick=args.quick, out_dir=args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

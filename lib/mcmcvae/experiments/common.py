@@ -1,0 +1,108 @@
+"""What every experiment shares: result rows, the results files, and a description of the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+
+import numpy as np
+
+__all__ = ["row", "summarise", "write_results", "results_dir", "machine", "markdown_table", "runs_dir"]
+
+
+def row(experiment, dataset, method, metric, value, std=None, num_seeds=1, **extra) -> dict:
+    """One result row in the schema of the public API."""
+    return {"experiment": experiment, "dataset": dataset, "method": method, "metric": metric,
+            "value": None if value is None else float(value), "std": None if std is None else float(std),
+            "num_seeds": int(num_seeds), **extra}
+
+
+def summarise(values) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value) over seeds."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), (float(values.std(ddof=1)) if values.size > 1 else None)
+
+
+def results_dir(out_dir=None) -> pathlib.Path:
+    path = pathlib.Path(out_dir) if out_dir is not None else pathlib.Path.cwd() / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir(name: str, out_dir=None) -> pathlib.Path:
+    """Where an experiment keeps its training runs (checkpoints, metrics): never inside results/."""
+    base = pathlib.Path(out_dir) / "runs" if out_dir is not None else pathlib.Path.cwd() / "runs"
+    path = base / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_results(name: str, rows: list[dict], markdown: str, out_dir=None) -> list[pathlib.Path]:
+    directory = results_dir(out_dir)
+    json_path, md_path = directory / f"{name}.json", directory / f"{name}.md"
+    json_path.write_text(json.dumps(rows, indent=2) + "\n")
+    md_path.write_text(markdown.rstrip() + "\n")
+    return [json_path, md_path]
+
+
+def machine() -> str:
+    """A one-line description of the machine and JAX backend the numbers were measured on."""
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    devices = jax.devices()
+    kind = devices[0].device_kind if devices else "?"
+    return (f"{cpu}, {os.cpu_count()} cores; JAX {jax.__version__} on {len(devices)} x {devices[0].platform} "
+            f"({kind})")
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def markdown_table(header: list[str], body: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def train_and_evaluate(experiment: str, tag: str, model, phases, train_images, test_images, *, seed: int,
+                       num_samples: int, out_dir=None, batch_size: int = 100, variance_factor: float = 1.5,
+                       progress: bool = True, extra_config: dict | None = None) -> dict:
+    """Train one configuration (resuming from its checkpoints if an earlier attempt was interrupted) and
+    evaluate its test log-likelihood by importance sampling; returns the evaluation summary with timings."""
+    import time
+
+    import jax
+
+    from mcmcvae.evaluate.runs import test_log_likelihood
+    from mcmcvae.train import Trainer
+
+    run_dir = runs_dir(experiment, out_dir) / f"{tag}-seed{seed}"
+    resume = (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir())
+    trainer = Trainer(model, phases, batch_size=batch_size, seed=seed, out_dir=run_dir, progress=progress,
+                      extra_config=extra_config)
+    tic = time.perf_counter()
+    params, state = trainer.run(train_images, resume=resume)
+    train_seconds = time.perf_counter() - tic
+    tic = time.perf_counter()
+    summary = test_log_likelihood(jax.random.key(10_000 + seed), model, phases[-1].method, params, state,
+                                  test_images, num_samples=num_samples, variance_factor=variance_factor)
+    summary.pop("per_image")
+    summary.update(train_seconds=train_seconds, eval_seconds=time.perf_counter() - tic, run_dir=str(run_dir))
+    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    return {**summary, "params": params, "state": state}

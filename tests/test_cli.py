@@ -1,0 +1,62 @@
+"""End to end through the command line, on a small subset of the real MNIST files."""
+
+import json
+
+import pytest
+
+import mcmcvae as mv
+from mcmcvae.cli import main
+
+
+@pytest.fixture(scope="module")
+def mnist_available():
+    try:
+        mv.data.load("mnist", "test")
+    except mv.data.DataNotFoundError:
+        pytest.skip("MNIST is not in the data directory: run `mcmcvae data fetch mnist`")
+
+
+def test_train_evaluate_and_resume(tmp_path, mnist_available, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "mnist", "--method", "vae", "--out", str(out), "--epochs", "2",
+            "--train-size", "500", "--batch-size", "50", "--hidden-sizes", "64", "--latent-dim", "4", "--no-progress"]
+    assert main(args) == 0
+    assert main(args) == 2  # the directory already holds a run: refused without --resume
+    assert "--resume" in capsys.readouterr().err
+    longer = [a if a != "2" else "3" for a in args]
+    assert main(longer + ["--resume"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["global_epoch"] for r in rows] == [1, 2, 3]
+
+    assert main(["evaluate", str(out), "--num-samples", "20", "--num-images", "30"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["num_images"] == 30 and result["num_samples"] == 20
+    assert -800 < result["test_log_likelihood"] < -50
+    assert (out / "samples.png").stat().st_size > 1000
+    assert "log-likelihood" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--dataset", "mnist", "--method", "gibbs", "--out", "x"], "valid methods: vae, iwae"),
+    (["train", "--dataset", "imagenet", "--method", "vae", "--out", "x"], "mnist"),
+    (["experiment", "table9"], "valid experiments: vae-baseline"),
+])
+def test_unknown_names_list_the_valid_ones(args, message, capsys):
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_evaluate_needs_a_run_directory(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MCMCVAE_DATA", str(tmp_path))
+    assert main(["train", "--dataset", "fashion_mnist", "--method", "vae", "--out", str(tmp_path / "r")]) == 2
+    assert "mcmcvae data fetch fashion_mnist" in capsys.readouterr().err
+
+
+def test_experiment_list(capsys):
+    assert main(["experiment", "list"]) == 0
+    assert "vae-baseline" in capsys.readouterr().out
