@@ -37,7 +37,7 @@ def test_train_evaluate_and_resume(tmp_path, mnist_available, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "--dataset", "mnist", "--method", "gibbs", "--out", "x"], "valid methods: vae, iwae"),
+    (["train", "--dataset", "mnist", "--method", "gibbs", "--out", "x"], "valid methods: vae, iwae, mala"),
     (["train", "--dataset", "imagenet", "--method", "vae", "--out", "x"], "mnist"),
     (["experiment", "table9"], "valid experiments: vae-baseline"),
 ])

@@ -159,8 +159,9 @@ def _evaluate(args) -> int:
     (args.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
     samples = model.mean_image(params, model.sample_prior(jax.random.fold_in(key, 1), params, 100))
     save_image_grid(np.asarray(samples), args.run_dir / "samples.png", title=f"{method.name}: samples from the prior")
-    reconstructions = model.mean_image(params, model.encode(params, images[:50])[0])
-    pairs = np.stack([images[:50], np.asarray(reconstructions)], 1).reshape(100, *images.shape[1:])
+    shown = images[:50]
+    reconstructions = model.mean_image(params, model.encode(params, shown)[0])
+    pairs = np.stack([shown, np.asarray(reconstructions)], 1).reshape(2 * len(shown), *images.shape[1:])
     save_image_grid(pairs, args.run_dir / "reconstructions.png", title="data | reconstruction (q0 mean)")
     rows = [("dataset", config["dataset"]), ("method", method.name), ("split", args.split),
             ("images", summary["num_images"]), ("importance samples", summary["num_samples"]),

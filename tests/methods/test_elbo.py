@@ -71,7 +71,7 @@ def test_build_knows_all_names_and_rejects_unknown_ones():
     assert methods.build("vae").name == "vae"
     iwae = methods.build("iwae", num_samples=7)
     assert iwae.name == "iwae" and iwae.num_samples == 7
-    with pytest.raises(ValueError, match="valid methods: vae, iwae"):
+    with pytest.raises(ValueError, match="valid methods: vae, iwae, mala"):
         methods.build("gibbs")
 
 

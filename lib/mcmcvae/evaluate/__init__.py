@@ -8,7 +8,12 @@ from importlib import import_module as _import_module
 _NAMES = {
     "importance_log_likelihood": "importance",
     "dataset_log_likelihood": "importance",
+    "bits_per_dim": "importance",
     "ais_log_likelihood": "ais",
+    "ais_log_weights": "ais",
+    "annealing_schedule": "ais",
+    "test_log_likelihood": "runs",
+    "method_proposals": "runs",
     "inception_features": "inception",
     "kid": "kid",
 }
