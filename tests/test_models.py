@@ -55,7 +55,11 @@ def test_defaults_match_the_papers():
 
 def test_config_round_trip():
     model = VAE((32, 32, 3), 8, architecture="conv", likelihood="logistic256", learn_likelihood_scale=True)
-    assert VAE(**model.config()) == model
+    from mcmcvae.models import from_config
+
+    assert from_config(model.config()) == model
+    with pytest.raises(ValueError, match="unknown model kind"):
+        from_config({**model.config(), "kind": "flow"})
 
 
 @pytest.mark.parametrize("bad,match", [

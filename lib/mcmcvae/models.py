@@ -38,7 +38,7 @@ from mcmcvae import nets
 from mcmcvae.distributions import DiscretizedLogistic
 from mcmcvae.types import Array, Params, PRNGKey
 
-__all__ = ["VAE", "PRIORS", "LIKELIHOODS", "validate_images"]
+__all__ = ["VAE", "PRIORS", "LIKELIHOODS", "validate_images", "from_config", "register"]
 
 PRIORS = ("standard", "mog", "vamp")
 LIKELIHOODS = ("bernoulli", "logistic256", "gaussian")
@@ -213,8 +213,8 @@ class VAE:
         validate_images(images, self.image_shape, self.likelihood)
 
     def config(self) -> dict[str, Any]:
-        """A JSON-serialisable description from which ``VAE(**config)`` rebuilds the model."""
-        out = dataclasses.asdict(self)
+        """A JSON-serialisable description from which :func:`from_config` rebuilds the model."""
+        out = {"kind": "vae", **dataclasses.asdict(self)}
         out["image_shape"] = list(self.image_shape)
         out["hidden_sizes"] = list(self.hidden_sizes)
         return out
@@ -243,3 +243,21 @@ def validate_images(images, image_shape: tuple[int, ...], likelihood: str) -> No
             "(mv.data.binarize_static, or --binarize static|dynamic on the command line) or choose "
             "--likelihood logistic256|gaussian"
         )
+
+
+# Model kinds by the "kind" key of their config; other modules add theirs with `register`.
+_KINDS: dict[str, type] = {"vae": VAE}
+
+
+def register(kind: str, cls: type) -> None:
+    """Make ``from_config`` rebuild models whose config has ``"kind": kind`` as ``cls(**config)``."""
+    _KINDS[kind] = cls
+
+
+def from_config(config: dict[str, Any]):
+    """Rebuild a model from its ``config()`` (as saved in a run's ``config.json``)."""
+    options = dict(config)
+    kind = options.pop("kind", "vae")
+    if kind not in _KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(sorted(_KINDS))}")
+    return _KINDS[kind](**options)

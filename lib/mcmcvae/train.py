@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mcmcvae import methods as _methods
+from mcmcvae import models
 from mcmcvae.models import VAE, validate_images
 
 __all__ = ["Phase", "Trainer", "train", "load_run", "BINARIZATIONS"]
@@ -269,7 +270,7 @@ def load_run(run_dir):
     if not config_path.exists():
         raise FileNotFoundError(f"{run_dir} is not a training run: no config.json (train one with 'mcmcvae train')")
     config = json.loads(config_path.read_text())
-    model = VAE(**config["model"])
+    model = models.from_config(config["model"])
     phases = [Phase(_methods.build(**p["method"]), p["num_epochs"]) for p in config["phases"]]
     trainer = Trainer(model, phases, batch_size=config["batch_size"], seed=config["seed"],
                       binarize=config["binarize"], progress=False)
