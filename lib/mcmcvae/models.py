@@ -147,6 +147,18 @@ class VAE:
         """``q0(z | x)`` for a batch ``(n, H, W, C)``: returns ``(loc, scale)``, each ``(n, d)``."""
         return self.encoder.apply(params["encoder"], None, images)
 
+    def sample_q0(self, rng_key: PRNGKey, params: Params, images: Array, num_samples: int | None = None):
+        """Reparameterised draws from q0(z | x) and their log densities.
+
+        Returns ``z`` of shape ``(n, d)`` (or ``(num_samples, n, d)``) and ``log q0(z | x)`` of shape ``(n,)``
+        (or ``(num_samples, n)``). Methods draw their warm starts through this, so models whose q0 is not one
+        diagonal Gaussian (hierarchical VAEs) plug into the same methods.
+        """
+        loc, scale = self.encode(params, images)
+        shape = loc.shape if num_samples is None else (num_samples, *loc.shape)
+        z = loc + scale * jax.random.normal(rng_key, shape, loc.dtype)
+        return z, jnp.sum(jax.scipy.stats.norm.logpdf(z, loc, scale), axis=-1)
+
     def decode(self, params: Params, z: Array) -> Array:
         """Likelihood parameters for a batch of latents ``(n, d)``: ``(n, H, W, C)``."""
         return self.decoder.apply(params["decoder"], None, z)

@@ -23,6 +23,11 @@ class LinearGaussian:
         flat = images.reshape(images.shape[0], -1)
         return flat @ self.W * 0.3, jnp.full((flat.shape[0], self.W.shape[1]), 0.8)
 
+    def sample_q0(self, rng_key, params, images, num_samples):
+        loc, scale = self.encode(params, images)
+        z = loc + scale * jax.random.normal(rng_key, (num_samples, *loc.shape))
+        return z, jnp.sum(jax.scipy.stats.norm.logpdf(z, loc, scale), -1)
+
     def log_joint_batch(self, params, images, z):
         flat = images.reshape(images.shape[0], -1)
         prior = jnp.sum(jax.scipy.stats.norm.logpdf(z), -1)

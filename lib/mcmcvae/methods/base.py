@@ -58,7 +58,3 @@ def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, p
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-
-def diagonal_normal_log_prob(z: Array, loc: Array, scale: Array) -> Array:
-    """``log N(z; loc, diag(scale^2))`` summed over the last axis."""
-    return jnp.sum(jax.scipy.stats.norm.logpdf(z, loc, scale), axis=-1)

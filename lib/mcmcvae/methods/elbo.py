@@ -17,17 +17,14 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from mcmcvae.methods.base import apply_gradients, diagonal_normal_log_prob, make_optimizer, nonfinite_count
+from mcmcvae.methods.base import apply_gradients, make_optimizer, nonfinite_count
 
 __all__ = ["ELBO", "log_weights", "bound"]
 
 
 def log_weights(rng_key, model, params, images, num_samples: int):
     """Importance log weights ``log p(x, z_j) - log q0(z_j | x)``, shape ``(n, num_samples)``."""
-    loc, scale = model.encode(params, images)
-    eps = jax.random.normal(rng_key, (num_samples, *loc.shape))
-    z = loc + scale * eps  # (k, n, d)
-    log_q = diagonal_normal_log_prob(z, loc, scale)
+    z, log_q = model.sample_q0(rng_key, params, images, num_samples)  # (k, n, d), (k, n)
     log_p = jax.vmap(model.log_joint_batch, in_axes=(None, None, 0))(params, images, z)
     return (log_p - log_q).T
 

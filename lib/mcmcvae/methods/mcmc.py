@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from mcmcvae import adaptation, kernels
-from mcmcvae.methods.base import apply_gradients, diagonal_normal_log_prob, make_optimizer, nonfinite_count
+from mcmcvae.methods.base import apply_gradients, make_optimizer, nonfinite_count
 
 __all__ = ["MCMC", "TUNINGS", "ALGORITHMS"]
 
@@ -219,13 +219,12 @@ class MCMC:
         # (1) encoder on the ELBO, with z0 = mu + sigma * eps reparameterised.
         def negative_elbo(encoder_params):
             p = {**params, "encoder": encoder_params}
-            loc, scale = model.encode(p, images)
-            z0 = loc + scale * jax.random.normal(k_eps, loc.shape)
-            elbo = model.log_joint_batch(p, images, z0) - diagonal_normal_log_prob(z0, loc, scale)
+            z0, log_q = model.sample_q0(k_eps, p, images)
+            elbo = model.log_joint_batch(p, images, z0) - log_q
             return -jnp.mean(elbo), z0
 
-        encoder_grads, z0 = jax.grad(negative_elbo, has_aux=True)(params["encoder"])
-        elbo = -negative_elbo(params["encoder"])[0]
+        (negative_value, z0), encoder_grads = jax.value_and_grad(negative_elbo, has_aux=True)(params["encoder"])
+        elbo = -negative_value
 
         # (2) + (4) K kernel steps from stop_gradient(z0), tuning phi1 on the way.
         z_k, kernel_state, diagnostics = self._sample_and_adapt(
