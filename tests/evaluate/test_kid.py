@@ -9,10 +9,8 @@ import pytest
 
 import mcmcvae as mv
 
-# The module shares its name with the function it defines. Resolve the package's lazy name first: importing the
-# module before that would leave `mv.evaluate.kid` bound to the module rather than the function.
-_ = mv.evaluate.kid
-kid_module = importlib.import_module("mcmcvae.evaluate.kid")
+# The implementation lives in `mmd.py`, so no submodule can shadow the public function `kid`.
+kid_module = importlib.import_module("mcmcvae.evaluate.mmd")
 kid = kid_module.kid
 polynomial_kernel = kid_module.polynomial_kernel
 unbiased_mmd2 = kid_module.unbiased_mmd2

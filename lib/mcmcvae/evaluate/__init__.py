@@ -15,7 +15,9 @@ _NAMES = {
     "test_log_likelihood": "runs",
     "method_proposals": "runs",
     "inception_features": "inception",
-    "kid": "kid",
+    "kid": "mmd",
+    "polynomial_kernel": "mmd",
+    "unbiased_mmd2": "mmd",
 }
 
 

