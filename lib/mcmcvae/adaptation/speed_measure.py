@@ -1,0 +1,522 @@
+r"""Learning ``h`` and ``C`` by stochastic gradient ascent on the entropy speed measure.
+
+Hirt, Kreouzis and Dellaportas, "Learning variational autoencoders via MCMC speed measures" (Stat. Comput. 2024),
+sections 4.3-4.5. For one step of a chain at ``z`` with noise ``v ~ N(0, I)`` the kernel proposes
+``z' = T_{h,C}(z, v)``; the speed measure is
+
+.. math::
+
+    F(h, C) = E\big[\min(0, \log \alpha(z, z'))\big] + \beta \, H\big(q_{h,C}(\cdot \mid z)\big),
+
+maximised over ``(h, C)`` by gradients through the reparameterised proposal (the kernel is called inside
+``jax.grad`` with its noise fixed by the key). ``beta`` steers the acceptance rate towards a target:
+``beta <- clip(beta (1 + lr_beta (mean acceptance - target)), 1e-3, 100)``.
+
+Entropies, up to constants:
+
+- MALA: ``H = d log h + log|det C|``.
+- HMC with ``L`` leapfrog steps (a local Gaussian approximation at the trajectory's midpoint ``q_mid``):
+
+  .. math::
+
+      H = d \log(hL) + \log|\det C| + \log\big|\det\big(I - A\big)\big|, \qquad
+      A = \frac{L^2 - 1}{6} h^2 C^T \nabla^2 U(q_\text{mid}) C,
+
+  with the last term estimated by :mod:`mcmcvae.adaptation.logdet` (Hutchinson probe, Russian-roulette power
+  series, Neumann-series gradient; Hessian-vector products by ``jax.jvp`` of ``jax.grad``). ``q_mid`` is held
+  fixed (``stop_gradient``): the entropy's gradient keeps only how ``A`` depends on ``(h, C)`` through the
+  explicit ``h^2 C^T . C``, not through the point at which the Hessian is evaluated (that would need third
+  derivatives of ``U``; for a Gaussian target the Hessian is constant and nothing is lost). A penalty
+  ``beta * strength * max(0, rho(A) - threshold)^2`` on a power-iteration estimate of the spectral radius keeps the
+  series convergent.
+
+The adaptation is a pure ``(init, update)`` pair over :class:`SpeedMeasureState`; ``update`` moves every chain
+one step with the current ``(h, C)`` and uses that same step's proposal for the gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from mcmcvae.adaptation import _common, logdet
+from mcmcvae.adaptation._common import AdaptationResults
+from mcmcvae.kernels import Preconditioner
+from mcmcvae.types import Array, PRNGKey
+
+__all__ = [
+    "PRECONDITIONER_KINDS",
+    "SpeedMeasureParams",
+    "SpeedMeasureState",
+    "SpeedMeasureInfo",
+    "ObjectiveAux",
+    "SpeedMeasureAdaptation",
+    "speed_measure",
+    "to_preconditioner",
+    "from_preconditioner",
+]
+
+PRECONDITIONER_KINDS = ("diagonal", "lower_triangular")
+BETA_BOUNDS = (1e-3, 100.0)
+
+
+class SpeedMeasureParams(NamedTuple):
+    """Unconstrained parameters of ``(h, C)``; the optimiser acts on these.
+
+    Attributes
+    ----------
+    log_step_size
+        ``log h``.
+    scale
+        Diagonal ``C``: ``(d,)``, ``log C_ii``. Lower-triangular ``C``: ``(d, d)`` holding the strictly-lower
+        entries of ``C`` below the diagonal and ``log C_ii`` on it (the upper triangle is unused and stays zero),
+        so the diagonal of ``C`` is positive and ``log|det C| = trace(scale)``.
+    """
+
+    log_step_size: Array
+    scale: Array
+
+
+class SpeedMeasureState(NamedTuple):
+    """State of the speed-measure adaptation.
+
+    Attributes
+    ----------
+    params
+        :class:`SpeedMeasureParams`, the unconstrained ``(log h, C)``.
+    beta
+        The entropy weight ``beta``.
+    optimizer_state
+        The ``optax`` optimiser's state for ``params``.
+    step
+        Number of updates done (``int32``); adaptation stops once it reaches ``num_adaptation_steps``.
+    """
+
+    params: SpeedMeasureParams
+    beta: Array
+    optimizer_state: Any
+    step: Array
+
+
+class ObjectiveAux(NamedTuple):
+    """Per-chain by-products of one evaluation of the speed measure (leading axis ``n_chains``).
+
+    Attributes
+    ----------
+    states
+        The chains' states after the step (the kernel's accept/reject of the proposal used in the objective).
+    info
+        The kernel's ``Info``.
+    acceptance_term
+        ``min(0, log alpha)``.
+    entropy
+        ``H`` (for HMC including the estimated ``log det(I - A)``).
+    log_det_residual
+        The estimate of ``log det(I - A)`` (zero for MALA and for HMC with ``L = 1``).
+    spectral_radius
+        Power-iteration estimate of ``rho(A)`` (zero where there is no ``A``).
+    penalty
+        ``strength * max(0, rho(A) - threshold)^2``.
+    """
+
+    states: Any
+    info: Any
+    acceptance_term: Array
+    entropy: Array
+    log_det_residual: Array
+    spectral_radius: Array
+    penalty: Array
+
+
+class SpeedMeasureInfo(NamedTuple):
+    """Diagnostics of one :func:`update` (``n_chains``-shaped per-chain fields, scalars otherwise).
+
+    Attributes
+    ----------
+    acceptance_rate, is_accepted, is_divergent
+        Per chain, from the kernel.
+    beta
+        ``beta`` used in this step's objective.
+    step_size
+        ``h`` used in this step.
+    log_abs_det
+        ``log|det C|`` used in this step.
+    objective
+        The speed measure averaged over chains (for HMC, with the penalty subtracted).
+    entropy, log_det_residual, spectral_radius
+        Averaged over chains (``spectral_radius``: maximum over chains).
+    is_adapting
+        Whether this step updated the parameters (False once frozen).
+    gradient_is_finite
+        Whether the gradient was finite (if not, the parameters are left unchanged for this step).
+    """
+
+    acceptance_rate: Array
+    is_accepted: Array
+    is_divergent: Array
+    beta: Array
+    step_size: Array
+    log_abs_det: Array
+    objective: Array
+    entropy: Array
+    log_det_residual: Array
+    spectral_radius: Array
+    is_adapting: Array
+    gradient_is_finite: Array
+
+
+def to_preconditioner(params: SpeedMeasureParams | SpeedMeasureState) -> Preconditioner:
+    """The :class:`mcmcvae.kernels.Preconditioner` of unconstrained parameters (or of an adaptation state).
+
+    ``C = diag(exp(scale))`` for a diagonal ``C``; ``C = tril(scale, -1) + diag(exp(diag(scale)))`` for a
+    lower-triangular one. Differentiable.
+
+    Examples
+    --------
+    >>> params = SpeedMeasureParams(jnp.log(0.5), jnp.zeros(3))
+    >>> to_preconditioner(params).matrix()[0, 0]
+    Array(1., dtype=float32)
+    """
+    if isinstance(params, SpeedMeasureState):
+        params = params.params
+    scale = params.scale
+    if scale.ndim == 1:
+        return Preconditioner(params.log_step_size, jnp.exp(scale))
+    matrix = jnp.tril(scale, -1) + jnp.diag(jnp.exp(jnp.diagonal(scale)))
+    return Preconditioner(params.log_step_size, matrix)
+
+
+def from_preconditioner(preconditioner: Preconditioner) -> SpeedMeasureParams:
+    """Unconstrained parameters of a preconditioner (inverse of :func:`to_preconditioner`).
+
+    Signs on the diagonal of ``C`` are absorbed by flipping columns (``C`` and ``C D`` with ``D = diag(+-1)``
+    give the same ``C C^T`` and the same kernel law); a zero on the diagonal is an error of the caller.
+    """
+    scale = jnp.asarray(preconditioner.scale)
+    log_step_size = jnp.asarray(preconditioner.log_step_size, scale.dtype)
+    if scale.ndim == 1:
+        return SpeedMeasureParams(log_step_size, jnp.log(jnp.abs(scale)))
+    lower = jnp.tril(scale)
+    signs = jnp.where(jnp.diagonal(lower) < 0, -1.0, 1.0).astype(scale.dtype)
+    lower = lower * signs[None, :]
+    return SpeedMeasureParams(log_step_size, jnp.tril(lower, -1) + jnp.diag(jnp.log(jnp.diagonal(lower))))
+
+
+class SpeedMeasureAdaptation(NamedTuple):
+    """The speed-measure adaptation for one kernel and one kind of ``C``; built by :func:`speed_measure`.
+
+    Attributes
+    ----------
+    init
+        ``init(dim, preconditioner=None) -> SpeedMeasureState``; start from ``preconditioner`` when given
+        (e.g. a previous run's, or a Cholesky factor), else from ``h = initial_step_size``, ``C = I``.
+    update
+        ``update(rng_key, state, chain_states, logdensity_fn=None, context=None, *, context_axes=0)
+        -> (chain_states, state, SpeedMeasureInfo)``: one kernel step for every chain and one optimiser step.
+    objective
+        ``objective(preconditioner, rng_key, chain_states, beta, logdensity_fn=None, context=None, *,
+        context_axes=0) -> (value, ObjectiveAux)``: the speed measure averaged over chains, differentiable in
+        ``preconditioner`` (for HMC its gradient is the unbiased surrogate of the log-det term's).
+    init_chains
+        ``init_chains(positions, logdensity_fn=None, context=None, *, context_axes=0)``: kernel states for
+        ``positions`` of shape ``(n_chains, d)``.
+    run
+        ``run(rng_key, positions, num_steps) -> (AdaptationResults, SpeedMeasureInfo)``: adapt while sampling
+        from ``logdensity_fn`` with ``lax.scan``; ``info`` fields get a leading ``num_steps`` axis.
+    to_preconditioner
+        ``state -> Preconditioner``.
+    algorithm, target_acceptance_rate, num_integration_steps, preconditioner
+        The settings.
+    """
+
+    init: Callable
+    update: Callable
+    objective: Callable
+    init_chains: Callable
+    run: Callable
+    to_preconditioner: Callable
+    algorithm: ModuleType
+    target_acceptance_rate: float
+    num_integration_steps: int
+    preconditioner: str
+
+
+def speed_measure(
+    algorithm: ModuleType,
+    logdensity_fn: Callable | None = None,
+    *,
+    preconditioner: str = "diagonal",
+    target_acceptance_rate: float | None = None,
+    num_integration_steps: int | None = None,
+    learning_rate: float = 0.01,
+    optimizer: optax.GradientTransformation | None = None,
+    initial_step_size: float = 0.1,
+    initial_beta: float = 1.0,
+    beta_learning_rate: float = 0.02,
+    num_adaptation_steps: int | None = None,
+    stop_gradient_proposal_grad: bool = False,
+    num_exact_terms: int = 2,
+    continue_probability: float = 0.5,
+    num_power_iterations: int = 4,
+    max_num_terms: int = 64,
+    spectral_radius_threshold: float = 0.75,
+    penalty_strength: float = 1000.0,
+    divergence_threshold: float = 1000.0,
+) -> SpeedMeasureAdaptation:
+    r"""Adapt ``h`` and ``C`` of a MALA or HMC kernel by maximising the entropy speed measure.
+
+    Maximises, by ``optax`` gradient steps (Adam by default), the speed measure averaged over chains
+
+    .. math::
+
+        F = \frac{1}{n} \sum_{i=1}^n \Big[\min(0, \log\alpha_i)
+            + \beta \big(H_i - \text{strength} \max(0, \hat\rho_i - \text{threshold})^2\big)\Big],
+
+    with ``H`` the proposal's entropy (``d log h + log|det C|`` for MALA; for HMC plus ``d log L`` and the
+    estimated ``log det(I - (L^2 - 1)/6 h^2 C^T Hess U(q_mid) C)``; the penalty only for HMC with ``L > 1``),
+    and after every step
+
+    .. math::
+
+        \beta \leftarrow \operatorname{clip}\big(\beta\,(1 + \text{lr}_\beta (\bar a - a^\star)),\ 10^{-3},\ 100\big)
+
+    with ``a-bar`` the mean acceptance rate over chains and ``a*`` the target.
+
+    Parameters
+    ----------
+    algorithm
+        ``mv.kernels.mala`` or ``mv.kernels.hmc``.
+    logdensity_fn
+        ``log pi(position)`` for ``.run`` and the default of ``update``; may be None when ``update`` is always
+        given one (e.g. ``log p(x, z)`` with per-chain ``x`` as ``context``).
+    preconditioner
+        ``"diagonal"`` or ``"lower_triangular"``.
+    target_acceptance_rate
+        Default 0.55 for MALA, 0.65 for HMC.
+    num_integration_steps
+        ``L`` for HMC (required); not for MALA.
+    learning_rate
+        Adam's learning rate (ignored when ``optimizer`` is given).
+    optimizer
+        Any ``optax.GradientTransformation``; it receives the gradient of ``-F``.
+    initial_step_size
+        ``h`` at ``init`` (with ``C = I``).
+    initial_beta, beta_learning_rate
+        Start and rate of the ``beta`` update.
+    num_adaptation_steps
+        After this many updates the parameters and ``beta`` stay fixed (``lax.cond`` on the step counter) and
+        ``update`` only moves the chains; None adapts for ever.
+    stop_gradient_proposal_grad
+        Passed to the kernel: ignore how ``grad U`` at the proposal moves with ``(h, C)`` (the biased gradient of
+        the paper's code). Default: full gradients.
+    num_exact_terms, continue_probability, num_power_iterations, max_num_terms
+        The Russian roulette of the HMC log-det term (see :mod:`mcmcvae.adaptation.logdet`).
+    spectral_radius_threshold, penalty_strength
+        The spectral-radius penalty.
+    divergence_threshold
+        Passed to the HMC kernel.
+
+    Returns
+    -------
+    SpeedMeasureAdaptation
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import mcmcvae as mv
+    >>> scales = jnp.array([0.1, 1.0, 10.0])
+    >>> logdensity_fn = lambda z: -0.5 * jnp.sum((z / scales) ** 2)
+    >>> adapt = mv.adaptation.speed_measure(mv.kernels.mala, logdensity_fn)
+    >>> results, info = adapt.run(jax.random.key(0), jnp.zeros((16, 3)), 200)
+    >>> info.acceptance_rate.shape
+    (200, 16)
+
+    Inside a VAE's training step, with one ``x`` per chain and the decoder parameters shared:
+
+    >>> def log_joint(z, context):
+    ...     decoder_params, x = context
+    ...     return -0.5 * jnp.sum(z**2) - 0.5 * jnp.sum((x - decoder_params * z) ** 2)
+    >>> adapt = mv.adaptation.speed_measure(mv.kernels.hmc, num_integration_steps=3)
+    >>> x, decoder_params = jnp.ones((16, 3)), jnp.float32(2.0)
+    >>> context, axes = (decoder_params, x), (None, 0)
+    >>> chains = adapt.init_chains(jnp.zeros((16, 3)), log_joint, context, context_axes=axes)
+    >>> state = adapt.init(3)
+    >>> chains, state, info = adapt.update(jax.random.key(1), state, chains, log_joint, context, context_axes=axes)
+    """
+    name, target, num_steps_l = _common.resolve(algorithm, target_acceptance_rate, num_integration_steps)
+    if preconditioner not in PRECONDITIONER_KINDS:
+        raise ValueError(f"preconditioner must be one of {PRECONDITIONER_KINDS}, got {preconditioner!r}")
+    preconditioner_kind = preconditioner
+    kernel_options = {"stop_gradient_proposal_grad": stop_gradient_proposal_grad}
+    if name == "hmc":
+        kernel_options["divergence_threshold"] = divergence_threshold
+    kernel = _common.build_kernel(name, num_steps_l, **kernel_options)
+    if optimizer is None:
+        optimizer = optax.adam(learning_rate)
+    curvature = (num_steps_l**2 - 1) / 6.0  # (L^2 - 1) / 6; zero for MALA and HMC with L = 1
+    has_log_det = curvature > 0.0
+    roulette = dict(
+        num_exact_terms=num_exact_terms,
+        continue_probability=continue_probability,
+        num_power_iterations=num_power_iterations,
+    )
+    bound_logdensity_fn = logdensity_fn
+
+    def resolve_logdensity(fn):
+        fn = bound_logdensity_fn if fn is None else fn
+        if fn is None:
+            raise ValueError("no logdensity_fn: pass one to speed_measure(...) or to this call")
+        return fn
+
+    def residual_matvec(logdensity, params, v):
+        """``A v = c h^2 C^T Hess U(q) C v`` by a Hessian-vector product (``Hess U = -Hess log pi``)."""
+        precond, position, context = params
+        grad_potential = jax.grad(lambda z: -_common.with_context(logdensity, context)(z))
+        _, hvp = jax.jvp(grad_potential, (position,), (precond.apply(v),))
+        return curvature * precond.step_size**2 * precond.apply_transpose(hvp)
+
+    def chain_objective(precond, rng_key, chain_state, context, num_terms, beta, logdensity):
+        key_kernel, key_probe = jax.random.split(rng_key)
+        new_state, info = kernel(key_kernel, chain_state, _common.with_context(logdensity, context), precond)
+        dim = chain_state.position.shape[-1]
+        acceptance_term = jnp.minimum(info.log_acceptance_ratio, 0.0)
+        entropy = dim * (precond.log_step_size + jnp.log(float(num_steps_l))) + precond.log_abs_det()
+        zero = jnp.zeros((), entropy.dtype)
+        log_det_residual, spectral_radius, penalty = zero, zero, zero
+        if has_log_det:
+            probe = jax.random.rademacher(key_probe, (dim,), dtype=chain_state.position.dtype)
+            estimate = logdet.log_det_identity_minus(
+                probe,
+                num_terms,
+                functools.partial(residual_matvec, logdensity),
+                (precond, lax.stop_gradient(info.midpoint), context),
+                **roulette,
+            )
+            log_det_residual, spectral_radius = estimate.log_det, estimate.spectral_radius
+            penalty = logdet.spectral_radius_penalty(spectral_radius, spectral_radius_threshold, penalty_strength)
+        entropy = entropy + log_det_residual
+        value = acceptance_term + beta * (entropy - penalty)
+        aux = ObjectiveAux(new_state, info, acceptance_term, entropy, log_det_residual, spectral_radius, penalty)
+        return value, aux
+
+    def objective(precond, rng_key, chain_states, beta, logdensity_fn=None, context=None, *, context_axes=0):
+        logdensity = resolve_logdensity(logdensity_fn)
+        num_chains = chain_states.position.shape[0]
+        key_terms, key_chains = jax.random.split(rng_key)
+        # One truncation level for all chains: each chain's estimate stays unbiased, and the loop runs
+        # E[N] = num_exact_terms + p / (1 - p) steps instead of the maximum of n draws.
+        num_terms = logdet.sample_num_terms(key_terms, num_exact_terms, continue_probability, max_num_terms)
+        per_chain = jax.vmap(
+            lambda key, state, ctx: chain_objective(precond, key, state, ctx, num_terms, beta, logdensity),
+            in_axes=(0, 0, context_axes),
+        )
+        values, aux = per_chain(jax.random.split(key_chains, num_chains), chain_states, context)
+        return jnp.mean(values), aux
+
+    def init(dim: int, preconditioner: Preconditioner | None = None) -> SpeedMeasureState:
+        if preconditioner is None:
+            if preconditioner_kind == "diagonal":
+                preconditioner = Preconditioner.diagonal(dim, step_size=initial_step_size)
+            else:
+                preconditioner = Preconditioner.lower_triangular(dim, step_size=initial_step_size)
+        expected_ndim = 1 if preconditioner_kind == "diagonal" else 2
+        if jnp.ndim(preconditioner.scale) != expected_ndim or preconditioner.scale.shape[-1] != dim:
+            raise ValueError(
+                f"a {preconditioner_kind} preconditioner of dimension {dim} was expected, got scale of shape "
+                f"{jnp.shape(preconditioner.scale)}"
+            )
+        params = from_preconditioner(preconditioner)
+        return SpeedMeasureState(
+            params,
+            jnp.asarray(initial_beta, params.scale.dtype),
+            optimizer.init(params),
+            jnp.zeros((), jnp.int32),
+        )
+
+    def update(rng_key, state, chain_states, logdensity_fn=None, context=None, *, context_axes=0):
+        def evaluate(params):
+            return objective(
+                to_preconditioner(params), rng_key, chain_states, state.beta, logdensity_fn, context,
+                context_axes=context_axes,
+            )
+
+        def adapt(_):
+            (value, aux), grads = jax.value_and_grad(evaluate, has_aux=True)(state.params)
+            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+            grads = jax.tree.map(lambda g: jnp.where(finite, -g, 0.0), grads)  # ascent on F
+            updates, optimizer_state = optimizer.update(grads, state.optimizer_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            # Keep the previous optimiser state too when the gradient was not finite.
+            params, optimizer_state = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old),
+                (params, optimizer_state),
+                (state.params, state.optimizer_state),
+            )
+            mean_acceptance = jnp.mean(aux.info.acceptance_rate)
+            beta = jnp.clip(state.beta * (1.0 + beta_learning_rate * (mean_acceptance - target)), *BETA_BOUNDS)
+            new_state = SpeedMeasureState(params, beta.astype(state.beta.dtype), optimizer_state, state.step + 1)
+            return value, aux, new_state, jnp.asarray(True), finite
+
+        def frozen(_):
+            value, aux = evaluate(state.params)
+            return value, aux, state._replace(step=state.step + 1), jnp.asarray(False), jnp.asarray(True)
+
+        if num_adaptation_steps is None:
+            value, aux, new_state, is_adapting, finite = adapt(None)
+        else:
+            value, aux, new_state, is_adapting, finite = lax.cond(
+                state.step < num_adaptation_steps, adapt, frozen, None
+            )
+        precond = to_preconditioner(state.params)
+        info = SpeedMeasureInfo(
+            acceptance_rate=aux.info.acceptance_rate,
+            is_accepted=aux.info.is_accepted,
+            is_divergent=aux.info.is_divergent,
+            beta=state.beta,
+            step_size=precond.step_size,
+            log_abs_det=precond.log_abs_det(),
+            objective=value,
+            entropy=jnp.mean(aux.entropy),
+            log_det_residual=jnp.mean(aux.log_det_residual),
+            spectral_radius=jnp.max(aux.spectral_radius),
+            is_adapting=is_adapting,
+            gradient_is_finite=finite,
+        )
+        return aux.states, new_state, info
+
+    def init_chains(positions, logdensity_fn=None, context=None, *, context_axes=0):
+        return _common.init_chains(
+            algorithm, positions, resolve_logdensity(logdensity_fn), context, context_axes=context_axes
+        )
+
+    def run(rng_key: PRNGKey, positions: Array, num_steps: int):
+        positions = jnp.asarray(positions)
+        chain_states = init_chains(positions)
+        state = init(positions.shape[-1])
+
+        def one_step(carry, step):
+            chains, adaptation_state = carry
+            chains, adaptation_state, info = update(jax.random.fold_in(rng_key, step), adaptation_state, chains)
+            return (chains, adaptation_state), info
+
+        (chain_states, state), info = lax.scan(one_step, (chain_states, state), jnp.arange(num_steps))
+        return AdaptationResults(to_preconditioner(state), chain_states, state), info
+
+    return SpeedMeasureAdaptation(
+        init=init,
+        update=update,
+        objective=objective,
+        init_chains=init_chains,
+        run=run,
+        to_preconditioner=to_preconditioner,
+        algorithm=algorithm,
+        target_acceptance_rate=target,
+        num_integration_steps=num_steps_l,
+        preconditioner=preconditioner_kind,
+    )
