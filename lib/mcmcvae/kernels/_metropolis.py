@@ -1,0 +1,75 @@
+"""The Metropolis-Hastings accept/reject step shared by the MALA and HMC kernels."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, TypeVar
+
+import jax
+import jax.numpy as jnp
+
+from mcmcvae.types import Array, PRNGKey
+
+#: The ``log_acceptance_ratio`` reported for a proposal that left the finite numbers. It is finite so that
+#: averages of the ratio stay finite, and it is a constant, so its gradient is zero.
+REJECTED_LOG_ACCEPTANCE_RATIO = -1.0e4
+
+S = TypeVar("S")
+
+
+class Decision(NamedTuple):
+    state: object
+    log_acceptance_ratio: Array
+    acceptance_rate: Array
+    is_accepted: Array
+    is_finite: Array
+
+
+def select(pred: Array, on_true: S, on_false: S) -> S:
+    """``jnp.where`` over a pytree (a batched select under ``vmap``, differentiable in both branches)."""
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def accept_reject(
+    rng_key: PRNGKey, log_acceptance_ratio: Array, is_finite: Array, state: S, proposal: S
+) -> Decision:
+    """Accept ``proposal`` when ``log(u) < log_acceptance_ratio``, ``u ~ U(0, 1)``, and it is finite.
+
+    A non-finite ratio is replaced, through ``jnp.where``, by ``REJECTED_LOG_ACCEPTANCE_RATIO``: the gradient
+    through the discarded branch is then exactly zero.
+    """
+    is_finite = is_finite & jnp.isfinite(log_acceptance_ratio)
+    log_acceptance_ratio = jnp.where(is_finite, log_acceptance_ratio, REJECTED_LOG_ACCEPTANCE_RATIO)
+    acceptance_rate = jnp.exp(jnp.minimum(log_acceptance_ratio, 0.0))
+    uniform = jax.random.uniform(rng_key, dtype=log_acceptance_ratio.dtype)
+    is_accepted = is_finite & (jnp.log(uniform) < log_acceptance_ratio)
+    return Decision(
+        select(is_accepted, proposal, state), log_acceptance_ratio, acceptance_rate, is_accepted, is_finite
+    )
+
+
+def check_position(position: Array, caller: str) -> None:
+    """Raise a clear error for a position that is not a flat ``(d,)`` float array (checked at trace time)."""
+    if jnp.ndim(position) != 1:
+        raise ValueError(
+            f"{caller}: position must be a flat (d,) array, got shape {jnp.shape(position)}; "
+            "use jax.vmap for a batch of chains"
+        )
+    if not jnp.issubdtype(jnp.result_type(position), jnp.floating):
+        raise TypeError(f"{caller}: position must have a floating dtype, got {jnp.result_type(position)}")
+
+
+def check_compatible(position: Array, preconditioner, caller: str) -> None:
+    """Raise a clear error when the preconditioner's shapes do not match the position."""
+    check_position(position, caller)
+    dim = position.shape[0]
+    scale_shape = jnp.shape(preconditioner.scale)
+    if scale_shape not in ((dim,), (dim, dim)):
+        raise ValueError(
+            f"{caller}: preconditioner.scale must have shape ({dim},) or ({dim}, {dim}) for a position of "
+            f"shape ({dim},), got {scale_shape}"
+        )
+    if jnp.ndim(preconditioner.log_step_size) != 0:
+        raise ValueError(
+            f"{caller}: preconditioner.log_step_size must be a scalar, got shape "
+            f"{jnp.shape(preconditioner.log_step_size)}"
+        )
