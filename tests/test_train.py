@@ -55,6 +55,15 @@ def test_resume_continues_exactly(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_given_parameters_are_not_consumed():
+    trainer = Trainer(_model(), [Phase(mv.methods.build("vae"), 1)], batch_size=20, progress=False)
+    start = trainer.init()
+    trained, _ = trainer.run(_images(), params=start)
+    again, _ = trainer.run(_images(), params=start)  # would raise "Array has been deleted" if start were donated
+    for a, b in zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(again)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     trainer = Trainer(_model(), [Phase(mv.methods.build("vae"), 1)], batch_size=20, out_dir=tmp_path, progress=False)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):

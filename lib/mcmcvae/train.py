@@ -186,6 +186,8 @@ class Trainer:
             (self.out_dir / "config.json").write_text(json.dumps(self.config(), indent=2, default=str))
         if params is None:
             params = self.init()
+        else:  # the epoch function donates its carry: never consume the caller's arrays
+            params = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), params)
 
         total_epochs = sum(p.num_epochs for p in self.phases)
         done_epochs = sum(p.num_epochs for p in self.phases[:start_phase]) + start_epoch
