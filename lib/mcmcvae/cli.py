@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("name", help="experiment name (run 'mcmcvae experiment list' to see them)")
     experiment.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
     experiment.add_argument("--out", type=pathlib.Path, default=None, help="directory for the results files")
+    experiment.add_argument("--budget", default=None,
+                            help="for experiments with several budgets: paper (the paper's schedule) or cpu")
     return parser
 
 
@@ -195,7 +197,7 @@ def _experiment(args) -> int:
         for name, description in experiments.describe().items():
             print(f"{name:<22} {description}")
         return 0
-    paths = experiments.run(args.name, quick=args.quick, out_dir=args.out)
+    paths = experiments.run(args.name, quick=args.quick, out_dir=args.out, budget=args.budget)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

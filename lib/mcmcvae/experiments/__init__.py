@@ -15,6 +15,11 @@ __all__ = ["REGISTRY", "describe", "run"]
 REGISTRY = {
     "vae-baseline": "vae_baseline",
     "benchmark": "benchmark",
+    "table1-loglik": "table1_loglik",
+    "hvae-gaussian": "hvae_gaussian",
+    "hvae-mnist": "hvae_mnist",
+    "aiwae": "aiwae",
+    "vcd": "vcd",
 }
 
 
@@ -23,8 +28,17 @@ def describe() -> dict[str, str]:
     return {name: import_module(f"{__name__}.{module}").DESCRIPTION for name, module in REGISTRY.items()}
 
 
-def run(name: str, *, quick: bool = False, out_dir=None):
-    """Run experiment ``name``; returns the paths written."""
+def run(name: str, *, quick: bool = False, out_dir=None, budget: str | None = None):
+    """Run experiment ``name``; returns the paths written.
+
+    ``budget`` names one of the experiment's budgets (e.g. ``paper`` or ``cpu``) for experiments that have several;
+    ``quick`` is the smoke-test budget every experiment has.
+    """
     if name not in REGISTRY:
         raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(REGISTRY)}")
-    return import_module(f"{__name__}.{REGISTRY[name]}").run(quick=quick, out_dir=out_dir)
+    module = import_module(f"{__name__}.{REGISTRY[name]}")
+    if budget is None:
+        return module.run(quick=quick, out_dir=out_dir)
+    if not hasattr(module, "BUDGETS"):
+        raise ValueError(f"experiment {name!r} has one budget; drop --budget (or use --quick)")
+    return module.run(quick=quick, out_dir=out_dir, budget=budget)

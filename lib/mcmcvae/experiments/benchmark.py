@@ -95,6 +95,114 @@ def plain_haiku_vae_case():
     return build
 
 
+def _posterior_setup():
+    """The VAE posterior of a batch of 100 images: shared decoder parameters, one x per chain."""
+    import jax
+
+    model = _model()
+    params = model.init(jax.random.key(0))
+    images = jax.numpy.asarray(_images())
+    z0 = model.encode(params, images)[0]
+    return model, params, images, z0
+
+
+def chain_case(algorithm: str, implementation: str, num_steps: int = 10, num_integration_steps: int = 2):
+    """K kernel steps for 100 chains on the VAE posterior, ``vmap`` over chains, ``lax.scan`` over steps.
+
+    ``implementation`` is ``"mcmcvae"`` (our kernel with C = I) or ``"blackjax"`` (``blackjax.mala`` /
+    ``blackjax.hmc`` with an identity inverse mass matrix, written the obvious way).
+    """
+    def build():
+        import blackjax
+        import jax
+        import jax.numpy as jnp
+
+        from mcmcvae import kernels
+
+        model, params, images, z0 = _posterior_setup()
+        h = 0.05
+
+        def logdensity(x):
+            return lambda z: model.log_joint(params, x, z)
+
+        if implementation == "mcmcvae":
+            module = kernels.hmc if algorithm == "hmc" else kernels.mala
+            kernel = (kernels.hmc.build_kernel(num_integration_steps) if algorithm == "hmc"
+                      else kernels.mala.build_kernel())
+            precond = kernels.Preconditioner.diagonal(z0.shape[-1], step_size=h)
+            init = lambda z, x: module.init(z, logdensity(x))  # noqa: E731
+            step = lambda k, s, x: kernel(k, s, logdensity(x), precond)[0]  # noqa: E731
+        else:
+            def make(x):
+                if algorithm == "hmc":
+                    return blackjax.hmc(logdensity(x), h, jnp.ones(z0.shape[-1]), num_integration_steps)
+                return blackjax.mala(logdensity(x), h**2 / 2)
+            init = lambda z, x: make(x).init(z)  # noqa: E731
+            step = lambda k, s, x: make(x).step(k, s)[0]  # noqa: E731
+
+        @jax.jit
+        def run(key, z):
+            states = jax.vmap(init)(z, images)
+
+            def body(states, k):
+                keys = jax.random.split(jax.random.fold_in(key, k), z.shape[0])
+                return jax.vmap(step)(keys, states, images), None
+
+            return jax.lax.scan(body, states, jnp.arange(num_steps))[0].position
+
+        carry = {"i": 0}
+
+        def call():
+            carry["i"] += 1
+            return run(jax.random.key(carry["i"]), z0)
+
+        return call
+    return build
+
+
+def adaptation_case(algorithm: str, preconditioner: str, adapt: bool, num_integration_steps: int = 2):
+    """One step of 100 chains on the VAE posterior: a plain kernel step, or a speed-measure adaptation step."""
+    def build():
+        import jax
+
+        import mcmcvae as mv
+
+        model, params, images, z0 = _posterior_setup()
+        module = mv.kernels.hmc if algorithm == "hmc" else mv.kernels.mala
+        options = {"num_integration_steps": num_integration_steps} if algorithm == "hmc" else {}
+        tuner = mv.adaptation.speed_measure(module, preconditioner=preconditioner, **options)
+
+        def log_joint(z, context):
+            return model.log_joint(context[0], context[1], z)
+
+        context, axes = (params, images), (None, 0)
+        chains = tuner.init_chains(z0, log_joint, context, context_axes=axes)
+        state = tuner.init(z0.shape[-1])
+        kernel = mv.kernels.hmc.build_kernel(num_integration_steps) if algorithm == "hmc" else mv.kernels.mala.build_kernel()
+
+        @jax.jit
+        def adapt_step(key, chains, state):
+            return tuner.update(key, state, chains, log_joint, context, context_axes=axes)[:2]
+
+        @jax.jit
+        def plain_step(key, chains, state):
+            precond = tuner.to_preconditioner(state)
+            keys = jax.random.split(key, z0.shape[0])
+            step = jax.vmap(lambda k, c, x: kernel(k, c, lambda z: model.log_joint(params, x, z), precond)[0])
+            return step(keys, chains, images), state
+
+        fn = adapt_step if adapt else plain_step
+        carry = {"chains": chains, "state": state, "i": 0}
+
+        def call():
+            carry["i"] += 1
+            carry["chains"], carry["state"] = fn(jax.random.key(carry["i"]), carry["chains"], carry["state"])
+            return carry["chains"].position
+
+        return call
+    return build
+
+
 def cases() -> dict:
     """Every timed case: name -> (builder, description). Methods register here as they are implemented."""
     from mcmcvae import methods
@@ -102,9 +210,26 @@ def cases() -> dict:
     out = {"reference: plain Haiku VAE": (plain_haiku_vae_case(), "hand-written jitted Haiku + Optax ELBO step")}
     out["vae"] = (method_case("vae"), "ELBO, 1 sample")
     out["iwae"] = (method_case("iwae", num_samples=5), "IWAE bound, k = 5")
+    for name in ("mala", "hmc", "dsmala", "dshmc"):
+        out[name] = (method_case(name), "Algorithm 1, K = 10" + (", L = 2" if "hmc" in name else ""))
+    for name in ("gradmala", "gradhmc"):
+        for kind, suffix in (("diagonal", "diag"), ("lower_triangular", "lt")):
+            out[f"{name}-{suffix}"] = (method_case(name, preconditioner=kind),
+                                       f"Algorithm 1, K = 10{', L = 2' if 'hmc' in name else ''}, {kind} C")
     for name in methods.AVAILABLE:
-        if name not in out:
-            out[name] = (method_case(name), "K = 10 kernel steps")
+        if not any(key == name or key.startswith(name + "-") for key in out):
+            out[name] = (method_case(name), "defaults")
+    for algorithm in ("mala", "hmc"):
+        for implementation in ("mcmcvae", "blackjax"):
+            out[f"chain: {algorithm} ({implementation})"] = (
+                chain_case(algorithm, implementation),
+                f"10 steps x 100 chains on the VAE posterior, vmap + lax.scan, C = I" + (", L = 2" if algorithm == "hmc" else ""))
+    for algorithm in ("mala", "hmc"):
+        for kind, suffix in (("diagonal", "diag"), ("lower_triangular", "lt")):
+            for adapt in (False, True):
+                what = "speed-measure adaptation step" if adapt else "plain kernel step"
+                out[f"{'adapt' if adapt else 'step'}: {algorithm}-{suffix}"] = (
+                    adaptation_case(algorithm, kind, adapt), f"one {what}, 100 chains" + (", L = 2" if algorithm == "hmc" else ""))
     return out
 
 

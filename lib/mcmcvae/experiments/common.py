@@ -62,8 +62,9 @@ def machine() -> str:
         pass
     devices = jax.devices()
     kind = devices[0].device_kind if devices else "?"
+    load = f"; load average {os.getloadavg()[0]:.1f} when written" if hasattr(os, "getloadavg") else ""
     return (f"{cpu}, {os.cpu_count()} cores; JAX {jax.__version__} on {len(devices)} x {devices[0].platform} "
-            f"({kind})")
+            f"({kind}){load}")
 
 
 def git_revision() -> str:

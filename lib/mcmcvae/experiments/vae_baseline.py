@@ -13,7 +13,10 @@ from mcmcvae.experiments import common
 
 DESCRIPTION = "VAE on binarised MNIST (d_z=10, 200-200 MLP): test log-likelihood, 3 seeds"
 NAME = "vae-baseline"
-FULL = {"epochs": 100, "num_samples": 10_000, "seeds": (0, 1, 2), "train_size": None, "test_images": None}
+# The protocol asks for S = 10000; on 2 CPU cores that is about an hour per seed, so results use
+# S = 1000 (stated in the results file). PAPER_NUM_SAMPLES keeps the protocol's value for a GPU run.
+PAPER_NUM_SAMPLES = 10_000
+FULL = {"epochs": 100, "num_samples": 1_000, "seeds": (0, 1, 2), "train_size": None, "test_images": None}
 QUICK = {"epochs": 2, "num_samples": 64, "seeds": (0,), "train_size": 1000, "test_images": 100}
 PUBLISHED = -111.20  # Ruiz and Titsias (2019), Table 2, standard VAE, same architecture and binarisation
 
@@ -60,6 +63,9 @@ test log-likelihood by importance sampling with S = {budget['num_samples']} samp
 its variance multiplied by tau = 1.5, over {'the first ' + str(budget['test_images']) if budget['test_images'] else 'all 10000'}
 test images; seeds {', '.join(map(str, budget['seeds']))}.
 {'**Quick run: tiny budget, for smoke testing only; these numbers mean nothing.**' if quick else ''}
+{f"**Budget cut:** S = {budget['num_samples']} importance samples instead of the protocol's {PAPER_NUM_SAMPLES} "
+ "(CPU time); a larger S can only raise the estimate, typically by a few tenths of a nat for this model."
+ if budget['num_samples'] < PAPER_NUM_SAMPLES and not quick else ''}
 
 **Machine.** {common.machine()}; mean training time {train_minutes:.1f} min and evaluation time
 {eval_minutes:.1f} min per seed; code at revision {common.git_revision()}.
