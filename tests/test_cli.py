@@ -4,16 +4,7 @@ import json
 
 import pytest
 
-import mcmcvae as mv
 from mcmcvae.cli import main
-
-
-@pytest.fixture(scope="module")
-def mnist_available():
-    try:
-        mv.data.load("mnist", "test")
-    except mv.data.DataNotFoundError:
-        pytest.skip("MNIST is not in the data directory: run `mcmcvae data fetch mnist`")
 
 
 def test_train_evaluate_and_resume(tmp_path, mnist_available, capsys):

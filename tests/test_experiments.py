@@ -4,18 +4,9 @@ import json
 
 import pytest
 
-import mcmcvae as mv
 from mcmcvae import experiments
 
 KEYS = {"experiment", "dataset", "method", "metric", "value", "std", "num_seeds"}
-
-
-@pytest.fixture(scope="module")
-def mnist_available():
-    try:
-        mv.data.load("mnist", "test")
-    except mv.data.DataNotFoundError:
-        pytest.skip("MNIST is not in the data directory: run `mcmcvae data fetch mnist`")
 
 
 @pytest.mark.parametrize("name", sorted(experiments.REGISTRY))

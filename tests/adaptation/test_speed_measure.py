@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import mcmcvae as mv
-from mcmcvae.adaptation import speed_measure as sm
 
 # -- API and parametrisation -------------------------------------------------------------------------------------
 

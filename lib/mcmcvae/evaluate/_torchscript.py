@@ -24,7 +24,7 @@ import collections
 import os
 import pickle
 import zipfile
-from typing import Any, Iterator
+from typing import Iterator
 
 import ml_dtypes
 import numpy as np

@@ -223,7 +223,7 @@ def cases() -> dict:
         for implementation in ("mcmcvae", "blackjax"):
             out[f"chain: {algorithm} ({implementation})"] = (
                 chain_case(algorithm, implementation),
-                f"10 steps x 100 chains on the VAE posterior, vmap + lax.scan, C = I" + (", L = 2" if algorithm == "hmc" else ""))
+                "10 steps x 100 chains on the VAE posterior, vmap + lax.scan, C = I" + (", L = 2" if algorithm == "hmc" else ""))
     for algorithm in ("mala", "hmc"):
         for kind, suffix in (("diagonal", "diag"), ("lower_triangular", "lt")):
             for adapt in (False, True):

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import jax
-import jax.numpy as jnp
 import optax
 
 from mcmcvae.types import Array, Params, PRNGKey
