@@ -263,20 +263,38 @@ def run(*, quick: bool = False, out_dir=None):
         rows.append(common.row(NAME, "mnist", name, "step_time_ms", ms, None, 1, description=description,
                                repeats=repeats, machine=common.machine()))
         body.append([name, description, f"{ms:.2f}"])
-    vae = next(r["value"] for r in rows if r["method"] == "vae")
-    floor = next(r["value"] for r in rows if r["method"].startswith("reference"))
+    ms = {r["method"]: r["value"] for r in rows}
+    notes = []
+    if "vae" in ms and "reference: plain Haiku VAE" in ms:
+        notes.append(f"- `vae` takes {ms['vae'] / ms['reference: plain Haiku VAE']:.2f}x the hand-written Haiku + Optax "
+                     "step: the NumPyro model, the per-image `vmap` of `log p(x, z)` and the non-finite-gradient guard "
+                     "compile into the same matrix products.")
+    for name in ("mala", "gradmala-diag", "gradmala-lt", "gradhmc-diag", "gradhmc-lt"):
+        if name in ms and "vae" in ms:
+            target = " (target: at most 6x)" if name == "gradmala-diag" else ""
+            notes.append(f"- `{name}` step = {ms[name] / ms['vae']:.1f}x a `vae` step{target}.")
+    for algorithm in ("mala", "hmc"):
+        ours, theirs = ms.get(f"chain: {algorithm} (mcmcvae)"), ms.get(f"chain: {algorithm} (blackjax)")
+        if ours and theirs:
+            notes.append(f"- {algorithm.upper()} chains: ours take {ours / theirs:.2f}x the time of the same chains "
+                         f"written with `blackjax.{algorithm}` (target: no slower).")
+    for kind in ("mala-diag", "mala-lt", "hmc-diag", "hmc-lt"):
+        plain, adapt = ms.get(f"step: {kind}"), ms.get(f"adapt: {kind}")
+        if plain and adapt:
+            notes.append(f"- A speed-measure adaptation step for {kind} costs {adapt / plain:.1f}x a plain kernel step "
+                         "(the gradient through the proposal; for HMC also the Hutchinson/Russian-roulette log-det "
+                         "term's Hessian-vector products and power iterations).")
     markdown = f"""# benchmark: training-step time
 
-Regenerate with `mcmcvae experiment benchmark`. Median of {repeats} timed steps after {warmup} warm-up steps,
-batch 100, 28x28x1 binary images, d_z = 10, 200-200 MLPs, Bernoulli likelihood.
+Regenerate with `mcmcvae experiment benchmark`. Median of {repeats} timed calls after {warmup} warm-up calls,
+batch 100, 28x28x1 binary images, d_z = 10, 200-200 MLPs, Bernoulli likelihood. Timings on a shared machine vary
+with its load (stated below); compare rows of one file, not files of different runs.
 {'**Quick run: too few repeats to mean anything.**' if quick else ''}
 
 **Machine.** {common.machine()}; revision {common.git_revision()}.
 
-{common.markdown_table(['case', 'what', 'ms per step'], body)}
+{common.markdown_table(['case', 'what', 'ms per call'], body)}
 
-The library's `vae` step takes {vae / floor:.2f}x the hand-written Haiku floor: the NumPyro model, the
-per-image `vmap` of `log p(x, z)` and the non-finite-gradient guard around Adam cost little once compiled, since
-XLA fuses them into the same matrix products.
+{chr(10).join(notes)}
 """
     return common.write_results(NAME, rows, markdown, out_dir)
