@@ -1,4 +1,4 @@
-"""The Metropolis-Hastings accept/reject step shared by the MALA and HMC kernels."""
+"""What the MALA and HMC kernels share: the chain state, its initialisation and the accept/reject step."""
 
 from __future__ import annotations
 
@@ -14,6 +14,40 @@ from mcmcvae.types import Array, PRNGKey
 REJECTED_LOG_ACCEPTANCE_RATIO = -1.0e4
 
 S = TypeVar("S")
+
+
+class State(NamedTuple):
+    """The chain's position with its cached log density and gradient (no keys, no parameters, no momentum).
+
+    Attributes
+    ----------
+    position
+        ``z``, shape ``(d,)``.
+    logdensity
+        ``log pi(z) = -U(z)``.
+    logdensity_grad
+        ``grad log pi(z) = -grad U(z)``, shape ``(d,)``.
+    """
+
+    position: Array
+    logdensity: Array
+    logdensity_grad: Array
+
+
+def init(position: Array, logdensity_fn) -> State:
+    """The chain state at ``position``: evaluates ``log pi`` and its gradient once.
+
+    Parameters
+    ----------
+    position
+        ``z``, a flat ``(d,)`` float array (``vmap`` over a batch).
+    logdensity_fn
+        ``log pi``, up to a constant.
+    """
+    position = jnp.asarray(position)
+    check_position(position, "init")
+    logdensity, logdensity_grad = jax.value_and_grad(logdensity_fn)(position)
+    return State(position, logdensity, logdensity_grad)
 
 
 class Decision(NamedTuple):

@@ -33,22 +33,9 @@ from mcmcvae.types import Array, LogDensityFn, PRNGKey
 __all__ = ["State", "Info", "init", "build_kernel"]
 
 
-class State(NamedTuple):
-    """The chain's position with its cached log density and gradient (no keys, no parameters, no momentum).
-
-    Attributes
-    ----------
-    position
-        ``z``, shape ``(d,)``.
-    logdensity
-        ``log pi(z) = -U(z)``.
-    logdensity_grad
-        ``grad log pi(z) = -grad U(z)``, shape ``(d,)``.
-    """
-
-    position: Array
-    logdensity: Array
-    logdensity_grad: Array
+# Both kernels carry the same minimal state and start it the same way.
+State = _metropolis.State
+init = _metropolis.init
 
 
 class Info(NamedTuple):
@@ -87,20 +74,6 @@ class Info(NamedTuple):
     midpoint: Array
 
 
-def init(position: Array, logdensity_fn: LogDensityFn) -> State:
-    """The chain state at ``position``: evaluates ``log pi`` and its gradient once.
-
-    Parameters
-    ----------
-    position
-        ``z``, a flat ``(d,)`` float array (``vmap`` over a batch).
-    logdensity_fn
-        ``log pi``, up to a constant.
-    """
-    position = jnp.asarray(position)
-    _metropolis.check_position(position, "hmc.init")
-    logdensity, logdensity_grad = jax.value_and_grad(logdensity_fn)(position)
-    return State(position, logdensity, logdensity_grad)
 
 
 def build_kernel(
