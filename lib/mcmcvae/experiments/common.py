@@ -100,10 +100,20 @@ def train_and_evaluate(experiment: str, tag: str, model, phases, train_images, t
     tic = time.perf_counter()
     params, state = trainer.run(train_images, resume=resume)
     train_seconds = time.perf_counter() - tic
+    # An evaluation of these very parameters with the same protocol is reused (an interrupted experiment that is
+    # run again only evaluates what it has not evaluated yet).
+    protocol = {"num_samples": int(num_samples), "num_images": int(len(test_images)),
+                "variance_factor": float(variance_factor), "epochs": sum(p.num_epochs for p in phases)}
+    cached = run_dir / "eval.json"
+    if cached.exists():
+        previous = json.loads(cached.read_text())
+        if previous.get("protocol") == protocol:
+            return {**previous, "params": params, "state": state}
     tic = time.perf_counter()
     summary = test_log_likelihood(jax.random.key(10_000 + seed), model, phases[-1].method, params, state,
                                   test_images, num_samples=num_samples, variance_factor=variance_factor)
     summary.pop("per_image")
-    summary.update(train_seconds=train_seconds, eval_seconds=time.perf_counter() - tic, run_dir=str(run_dir))
-    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    summary.update(train_seconds=train_seconds, eval_seconds=time.perf_counter() - tic, run_dir=str(run_dir),
+                   protocol=protocol)
+    cached.write_text(json.dumps(summary, indent=2))
     return {**summary, "params": params, "state": state}
