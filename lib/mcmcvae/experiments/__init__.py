@@ -20,6 +20,8 @@ REGISTRY = {
     "hvae-mnist": "hvae_mnist",
     "aiwae": "aiwae",
     "vcd": "vcd",
+    "linear-hvae": "linear_hvae",
+    "nonlinear-hvae": "nonlinear_hvae",
 }
 
 

@@ -281,9 +281,11 @@ def run(*, quick: bool = False, out_dir=None):
     for kind in ("mala-diag", "mala-lt", "hmc-diag", "hmc-lt"):
         plain, adapt = ms.get(f"step: {kind}"), ms.get(f"adapt: {kind}")
         if plain and adapt:
+            why = ("the gradient through the proposal" + ("" if kind.startswith("mala") else
+                   ", and the Hessian-vector products and power iterations of the Hutchinson/Russian-roulette "
+                   "log-det term"))
             notes.append(f"- A speed-measure adaptation step for {kind} costs {adapt / plain:.1f}x a plain kernel step "
-                         "(the gradient through the proposal; for HMC also the Hutchinson/Russian-roulette log-det "
-                         "term's Hessian-vector products and power iterations).")
+                         f"({why}).")
     markdown = f"""# benchmark: training-step time
 
 Regenerate with `mcmcvae experiment benchmark`. Median of {repeats} timed calls after {warmup} warm-up calls,

@@ -45,14 +45,19 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
             out_dir=out_dir, progress=not quick, extra_config={"dataset": "mnist"}))
     values = [r["test_log_likelihood"] for r in results]
     mean, std = common.summarise(values)
+    # The test ELBO of the same parameters: importance sampling must land above it, and not far above.
+    elbos = [_test_elbo(model, r["params"], test, seed) for r in results]
+    elbo_mean, elbo_std = common.summarise(elbos)
     rows = [common.row(NAME, "mnist", "vae", "test_log_likelihood", mean, std, len(values),
-                       per_seed=values, budget={k: v for k, v in budget.items() if k != "seeds"}, quick=quick)]
+                       per_seed=values, budget={k: v for k, v in budget.items() if k != "seeds"}, quick=quick),
+            common.row(NAME, "mnist", "vae", "test_elbo", elbo_mean, elbo_std, len(elbos), per_seed=elbos,
+                       num_samples_per_image=10, quick=quick)]
     std_text = "n/a" if std is None else f"{std:.2f}"
     table = common.markdown_table(
         ["dataset", "method", "test log-likelihood (nats)", "std over seeds", "seeds", "published (same setting)"],
         [["MNIST (threshold 0.5)", "vae", f"{mean:.2f}", std_text, len(values), f"{PUBLISHED:.2f} (Ruiz and Titsias 2019)"]],
     )
-    per_seed = ", ".join(f"{v:.2f}" for v in values)
+    per_seed = ", ".join(f"{v:.2f}" for v in values) + f"; test ELBO (10 samples per image) {elbo_mean:.2f}"
     train_minutes = np.mean([r["train_seconds"] for r in results]) / 60
     eval_minutes = np.mean([r["eval_seconds"] for r in results]) / 60
     markdown = f"""# vae-baseline: standard VAE on binarised MNIST
@@ -88,11 +93,28 @@ discussion below for this run.
     return common.write_results(NAME, rows, markdown, out_dir)
 
 
+def _test_elbo(model, params, images, seed: int, num_samples: int = 10) -> float:
+    """Mean over ``images`` of the ELBO, each image's estimated with ``num_samples`` draws from q0."""
+    import jax
+    import numpy as np
+
+    from mcmcvae.methods.elbo import bound, log_weights
+
+    fn = jax.jit(lambda key, x: bound(log_weights(key, model, params, x, num_samples), importance_weighted=False))
+    values = [np.asarray(fn(jax.random.fold_in(jax.random.key(20_000 + seed), i), images[i:i + 500]))
+              for i in range(0, len(images), 500)]
+    return float(np.concatenate(values).mean())
+
+
 def _discussion(mean: float, std, quick: bool) -> str:
     if quick:
         return ""
     gap = mean - PUBLISHED
     better = "higher (better)" if gap > 0 else "lower (worse)"
-    return (f"**Discussion.** Our mean is {abs(gap):.2f} nats {better} than the published anchor. "
-            "Importance-sampling estimates are lower bounds in expectation, so a tighter proposal or larger S can "
-            "only raise them; the published number also comes from a different training schedule.\n")
+    return (f"**Discussion.** Our mean is {abs(gap):.2f} nats {better} than the published anchor, far more than "
+            "protocol differences explain. The estimate is consistent with the model itself: it lies a few nats "
+            "above the test ELBO of the same parameters (importance sampling can only tighten the ELBO) and the "
+            "final training loss (negative ELBO) in `runs/vae-baseline/*/metrics.jsonl` is of the same size. "
+            "Thresholding at 0.5 removes the pixel noise that dynamic binarisation adds, so these data are much "
+            "easier to model; we have not found what in the published setting gives -111. We report the number as "
+            "measured.\n")
