@@ -19,6 +19,9 @@ import dataclasses
 from mcmcvae.methods.base import Method
 from mcmcvae.methods.elbo import ELBO
 from mcmcvae.methods.mcmc import MCMC
+from mcmcvae.methods.hvae import HVAE
+from mcmcvae.methods.aiwae import AIWAE
+from mcmcvae.methods.vcd import VCD, Hoffman
 
 __all__ = ["Method", "ELBO", "MCMC", "build", "METHODS", "AVAILABLE"]
 
@@ -34,6 +37,10 @@ AVAILABLE = {
     "dshmc": (MCMC, {"algorithm": "hmc", "tuning": "dual_averaging"}),
     "gradmala": (MCMC, {"algorithm": "mala", "tuning": "speed_measure"}),
     "gradhmc": (MCMC, {"algorithm": "hmc", "tuning": "speed_measure"}),
+    "hvae": (HVAE, {}),
+    "aiwae": (AIWAE, {}),
+    "vcd": (VCD, {}),
+    "hoffman": (Hoffman, {}),
 }
 # What identifies the method cannot be overridden by options; defaults (like iwae's k = 5) can.
 _IDENTITY = ("importance_weighted", "algorithm", "tuning")
