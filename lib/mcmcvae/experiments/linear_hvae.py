@@ -131,8 +131,6 @@ def _window_reference(kind, exact, x0, num_steps):
 
 def run_dims(dims: str, *, quick: bool) -> tuple[list[dict], dict]:
     """Train and evaluate every method for one pair of layer sizes; returns result rows and a summary."""
-    import jax
-
     import mcmcvae as mv
     from mcmcvae import hierarchical
     from mcmcvae.train import Phase, Trainer
@@ -211,7 +209,8 @@ def run_dims(dims: str, *, quick: bool) -> tuple[list[dict], dict]:
         add(f"window-{kind}", "transformed_condition_number", transformed, **extra)
         add(f"window-{kind}", "gradient_evaluations", gradients, per_chain=gradients, **extra)
         table.append([f"window-{kind} (dense, exact posterior)", f"{vae_condition:.1f}", f"{transformed:.2f}", "-",
-                      f"{step_size:.3f}", f"{acceptance:.2f}", f"{gradients:.2e}", f"{seconds:.0f} ({cpu_seconds:.0f})"])
+                      f"{step_size:.3f}", f"{acceptance:.2f}", f"{gradients:.2e}",
+                      f"{seconds:.0f} ({cpu_seconds:.0f})"])
 
     summary = {"dims": dims, "schedule": schedule, "true_condition": true_condition, "table": table,
                "data_dim": train.images.shape[1], "true_test_log_likelihood": float(true_log_likelihood.mean())}
@@ -235,7 +234,8 @@ def check_preconditioning(rows: list[dict], dims: str) -> dict:
     """The quick run's acceptance check: the lower-triangular C of gradmala brings cond(C^T Sigma^{-1} C) below a
     fifth of cond(Sigma^{-1}) and no higher than the diagonal C's. Returns the numbers and ``passed``."""
     def value(method, metric):
-        return next(r["value"] for r in rows if r["dataset"] == dims and r["method"] == method and r["metric"] == metric)
+        return next(r["value"] for r in rows
+                    if r["dataset"] == dims and r["method"] == method and r["metric"] == metric)
 
     posterior = value("gradmala-lt", "condition_number")
     lower = value("gradmala-lt", "transformed_condition_number")
@@ -247,16 +247,17 @@ def check_preconditioning(rows: list[dict], dims: str) -> dict:
 def _markdown(summaries, rows, budget, quick, minutes, cpu_minutes) -> str:
     header = ["method", "cond(Sigma_{z|x}^{-1})", "cond(C^T Sigma_{z|x}^{-1} C)", "log-lik gap (nats)", "h",
               "acceptance", "gradient evaluations", "seconds (CPU s)"]
-    parts = [f"# linear-hvae: learnt preconditioners on a linear hierarchical VAE\n\n"
-             f"Regenerate with `mcmcvae experiment linear-hvae{' --quick' if quick else ''}` "
-             "(this file and `linear-hvae.json`).\n"]
+    command = f"mcmcvae experiment linear-hvae{' --quick' if quick else ''}"
+    parts = ["# linear-hvae: learnt preconditioners on a linear hierarchical VAE\n\n"
+             + f"Regenerate with `{command}` (this file and `linear-hvae.json`).\n"]
     if quick:
         parts.append("**Quick run: short schedules and gradmala with a diagonal and a lower-triangular C only, for "
                      "smoke testing; the condition numbers still show what a lower-triangular C does, the "
                      "log-likelihood gaps mean little.**\n")
     for summary in summaries:
         dims, schedule = summary["dims"], summary["schedule"]
-        check = check_preconditioning(rows, dims) if {"gradmala-lt", "gradmala-diag"} <= set(budget["methods"]) else None
+        compared = {"gradmala-lt", "gradmala-diag"} <= set(budget["methods"])
+        check = check_preconditioning(rows, dims) if compared else None
         parts.append(
             f"## latent sizes {dims} (D = {summary['data_dim']})\n\n"
             f"{schedule['vae_epochs']} hVAE epochs, then {schedule['mcmc_epochs']} MCMC epochs with "
@@ -282,7 +283,11 @@ K = {full['50-100']['num_mcmc_steps']}. Methods: {', '.join(budget['methods'])};
 {', '.join(budget['window'])}.
 
 The data are mapped affinely into [0, 1] for the shared trainer (see the module docstring); all numbers are in the
-original units. "h" is the learnt step size; gradient evaluations count ``grad_z log p(x, z)`` calls summed over all
+original units. Window adaptation follows Stan's schedule: the step size in fast windows, the dense covariance from
+slow windows of 25, 50, 100, ... draws. Its early windows hold fewer draws than there are dimensions (30 or 150),
+and where its cond(C^T Sigma_{{z|x}}^{{-1}} C) exceeds the posterior's own, the estimated covariance is far too small
+in some directions and the warm-up was too short to recover; the gradient-evaluation column shows what each
+tuner spent. "h" is the learnt step size; gradient evaluations count ``grad_z log p(x, z)`` calls summed over all
 chains of the MCMC phase (training methods) or of the single warm-up chain (window adaptation). The window
 reference adapts on the exact posterior of the hVAE-phase model, so its condition numbers refer to that model;
 each MCMC method's row refers to the model it trained.

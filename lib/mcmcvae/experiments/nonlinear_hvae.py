@@ -38,12 +38,13 @@ BATCH_SIZE = 100
 SEED = 0
 
 
-def _run(model, phases, images, run_dir, params=None):
+def _run(model, phases, images, run_dir, dataset, params=None):
     """Train (resuming from ``run_dir``'s checkpoints when an earlier attempt was interrupted)."""
     from mcmcvae.train import Trainer
 
     resume = (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir())
-    trainer = Trainer(model, phases, batch_size=BATCH_SIZE, seed=SEED, out_dir=run_dir, progress=False)
+    trainer = Trainer(model, phases, batch_size=BATCH_SIZE, seed=SEED, binarize="static", out_dir=run_dir,
+                      progress=False, extra_config={"dataset": dataset})
     tic = time.perf_counter()
     params, state = trainer.run(images, resume=resume, params=params)
     return params, state, time.perf_counter() - tic
@@ -73,7 +74,7 @@ def run_case(dataset: str, num_layers: int, *, quick: bool, out_dir=None) -> lis
                                      block_hidden_sizes=BLOCK_HIDDEN_SIZES, state_size=STATE_SIZE)
     runs = common.runs_dir(NAME, out_dir) / f"{dataset}-{num_layers}layer-seed{SEED}"
     elbo = mv.methods.build("vae", learning_rate=LEARNING_RATE)
-    hvae_params, _, hvae_seconds = _run(model, [Phase(elbo, budget["vae_epochs"])], train, runs / "hvae")
+    hvae_params, _, hvae_seconds = _run(model, [Phase(elbo, budget["vae_epochs"])], train, runs / "hvae", dataset)
     hvae_params = jax.tree_util.tree_map(np.array, hvae_params)
 
     rows = []
@@ -84,7 +85,7 @@ def run_case(dataset: str, num_layers: int, *, quick: bool, out_dir=None) -> lis
             method = hierarchical.FreezeParams(mv.methods.build(
                 name, num_mcmc_steps=budget["num_mcmc_steps"], num_integration_steps=NUM_INTEGRATION_STEPS,
                 learning_rate=LEARNING_RATE), groups=("prior",))
-        params, _, seconds = _run(model, [Phase(method, budget["mcmc_epochs"])], train, runs / name,
+        params, _, seconds = _run(model, [Phase(method, budget["mcmc_epochs"])], train, runs / name, dataset,
                                   params=_copy(hvae_params))
         tic = time.perf_counter()
         per_image = hierarchical.log_likelihood(jax.random.key(10_000 + SEED), model, params, test,
@@ -117,11 +118,13 @@ def _markdown(rows, budget, quick, minutes) -> str:
         body.append([r["dataset"], f"{r['num_layers']} ({'-'.join(map(str, r['latent_sizes']))})", r["method"],
                      f"{r['value']:.2f} +- {r['standard_error']:.2f}", "pending"])
     table = common.markdown_table(["dataset", "layers (sizes)", "method", "test log-likelihood (nats)", "KID"], body)
+    note = ("**Quick run: 300 images, one epoch per phase, one case and two methods; smoke test only, the numbers "
+            "mean nothing.**" if quick else "")
     return f"""# nonlinear-hvae: MCMC-refined top-down hierarchical VAEs
 
 Regenerate with `mcmcvae experiment nonlinear-hvae{' --quick' if quick else ''}` (this file and
 `nonlinear-hvae.json`).
-{'**Quick run: 300 images, one epoch per phase, one case and two methods; smoke test only, the numbers mean nothing.**' if quick else ''}
+{note}
 
 {table}
 

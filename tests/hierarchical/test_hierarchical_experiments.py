@@ -1,0 +1,26 @@
+"""The hierarchical experiments end to end in their quick form."""
+
+import json
+
+import pytest
+
+from mcmcvae.experiments import linear_hvae
+
+KEYS = {"experiment", "dataset", "method", "metric", "value", "std", "num_seeds"}
+
+
+@pytest.mark.slow
+def test_linear_hvae_quick_shrinks_the_condition_number(tmp_path):
+    """linear-hvae --quick on the 10-20 model (the 50-100 half runs in tests/test_experiments.py): the learnt
+    lower-triangular C brings cond(C^T Sigma_{z|x}^{-1} C) below a fifth of cond(Sigma_{z|x}^{-1}) and no higher
+    than the diagonal C's."""
+    linear_hvae.run(quick=True, out_dir=tmp_path, dims=("10-20",))
+    rows = json.loads((tmp_path / "linear-hvae.json").read_text())
+    assert rows and all(KEYS <= set(r) for r in rows)
+    assert {r["dataset"] for r in rows} == {"10-20"}
+    assert {r["method"] for r in rows} >= {"vae", "gradmala-diag", "gradmala-lt", "window-mala"}
+    check = linear_hvae.check_preconditioning(rows, "10-20")
+    assert check["passed"], check
+    gradients = {r["method"]: r["value"] for r in rows if r["metric"] == "gradient_evaluations"}
+    assert gradients["window-mala"] == 1 + linear_hvae.QUICK["window_steps"]
+    assert (tmp_path / "linear-hvae.md").read_text().startswith("# linear-hvae")
