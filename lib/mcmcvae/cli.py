@@ -13,7 +13,8 @@ import sys
 
 __all__ = ["main", "build_parser"]
 
-AMORTISED = ("vae", "iwae")
+# Methods trained from scratch; the others run after --epochs of plain VAE training.
+AMORTISED = ("vae", "iwae", "hvae", "aiwae")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--latent-dim", type=int, default=10)
     train.add_argument("--epochs", type=int, default=10, help="plain-VAE epochs (the method's own for vae/iwae)")
     train.add_argument("--mcmc-epochs", type=int, default=0, help="epochs of the MCMC method after the VAE epochs")
-    train.add_argument("--num-mcmc-steps", type=int, default=10, help="K, kernel steps per batch")
-    train.add_argument("--num-leapfrog-steps", type=int, default=2, help="L, leapfrog steps of HMC")
+    train.add_argument("--num-mcmc-steps", type=int, default=None,
+                       help="K, kernel steps per batch (default: the method's, 10 for Algorithm 1, 8 for vcd)")
+    train.add_argument("--num-leapfrog-steps", type=int, default=None,
+                       help="L, leapfrog steps per HMC step (default: the method's, 2 for Algorithm 1, 5 for vcd)")
     train.add_argument("--preconditioner", default="diagonal", choices=("diagonal", "lower_triangular"))
     train.add_argument("--num-samples", type=int, default=None, help="k importance samples (iwae)")
     train.add_argument("--learning-rate", type=float, default=1e-3)

@@ -125,8 +125,9 @@ class VAE:
         """Initial parameters ``{"encoder", "decoder", "prior", "likelihood"}``."""
         k_enc, k_dec, k_prior = jax.random.split(rng_key, 3)
         params = {
-            "encoder": self.encoder.init(k_enc, jnp.zeros((1, *self.image_shape))),
-            "decoder": self.decoder.init(k_dec, jnp.zeros((1, self.latent_dim))),
+            # jitted: Haiku's init run op by op compiles dozens of tiny programs
+            "encoder": jax.jit(self.encoder.init)(k_enc, jnp.zeros((1, *self.image_shape))),
+            "decoder": jax.jit(self.decoder.init)(k_dec, jnp.zeros((1, self.latent_dim))),
             "prior": {},
             "likelihood": {},
         }
