@@ -1,3 +1,7 @@
+import json
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,6 +62,15 @@ def test_config_round_trip():
     from mcmcvae.models import from_config
 
     assert from_config(model.config()) == model
+    # A fresh process that imports only mcmcvae.models must rebuild a hierarchical model from its config.
+    from mcmcvae.hierarchical import TopDownHVAE
+
+    config = json.dumps(TopDownHVAE((8, 8, 1), (2, 3), hidden_sizes=(16,)).config())
+    child = subprocess.run([sys.executable, "-c", "import json, sys; from mcmcvae.models import from_config; "
+                            "print(type(from_config(json.loads(sys.argv[1]))).__name__)", config],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip() == "TopDownHVAE"
     with pytest.raises(ValueError, match="unknown model kind"):
         from_config({**model.config(), "kind": "flow"})
 

@@ -9,14 +9,16 @@
 - ``mv.adaptation``: the entropy speed measure and BlackJAX's dual averaging;
 - ``mv.methods``: training methods (``vae``, ``iwae``, ...), one object each;
 - ``mv.train``: the one training loop every method shares;
-- ``mv.evaluate``: importance-sampling and AIS log-likelihoods, KID.
+- ``mv.evaluate``: importance-sampling and AIS log-likelihoods, KID;
+- ``mv.hierarchical``: top-down hierarchical VAEs, linear ones with exact posteriors.
 """
 
 from importlib import import_module as _import_module
 
 __version__ = "0.1.0.dev0"
 
-_SUBMODULES = ("data", "nets", "models", "kernels", "adaptation", "methods", "train", "evaluate", "experiments")
+_SUBMODULES = ("data", "nets", "models", "kernels", "adaptation", "methods", "train", "evaluate", "experiments",
+               "hierarchical")
 
 
 def __getattr__(name):  # PEP 562: sub-packages load on first use, keeping `import mcmcvae` cheap.

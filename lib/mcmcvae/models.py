@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from importlib import import_module
 from typing import Any
 
 import jax
@@ -260,6 +261,7 @@ def validate_images(images, image_shape: tuple[int, ...], likelihood: str) -> No
 
 # Model kinds by the "kind" key of their config; other modules add theirs with `register`.
 _KINDS: dict[str, type] = {"vae": VAE}
+_LAZY_KINDS = {"topdown_hvae": "mcmcvae.hierarchical", "linear_hvae": "mcmcvae.hierarchical"}
 
 
 def register(kind: str, cls: type) -> None:
@@ -271,6 +273,8 @@ def from_config(config: dict[str, Any]):
     """Rebuild a model from its ``config()`` (as saved in a run's ``config.json``)."""
     options = dict(config)
     kind = options.pop("kind", "vae")
+    if kind not in _KINDS and kind in _LAZY_KINDS:  # registering modules load on first use
+        import_module(_LAZY_KINDS[kind])
     if kind not in _KINDS:
         raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(sorted(_KINDS))}")
     return _KINDS[kind](**options)
