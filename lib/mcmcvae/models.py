@@ -39,7 +39,7 @@ from mcmcvae import nets
 from mcmcvae.distributions import DiscretizedLogistic
 from mcmcvae.types import Array, Params, PRNGKey
 
-__all__ = ["VAE", "PRIORS", "LIKELIHOODS", "validate_images", "from_config", "register"]
+__all__ = ["VAE", "PRIORS", "LIKELIHOODS", "likelihood_distribution", "validate_images", "from_config", "register"]
 
 PRIORS = ("standard", "mog", "vamp")
 LIKELIHOODS = ("bernoulli", "logistic256", "gaussian")
@@ -186,13 +186,7 @@ class VAE:
 
     def likelihood_distribution(self, params: Params, decoded: Array) -> dist.Distribution:
         """``p(x | z)`` given the decoder output for one or more latents; event shape ``(H, W, C)``."""
-        if self.likelihood == "bernoulli":
-            base = dist.Bernoulli(logits=decoded)
-        elif self.likelihood == "logistic256":
-            base = DiscretizedLogistic(decoded, self._likelihood_scale(params))
-        else:
-            base = dist.Normal(decoded, self._likelihood_scale(params))
-        return base.to_event(3)
+        return likelihood_distribution(self.likelihood, decoded, self._likelihood_scale(params))
 
     def model(self, params: Params, x: Array | None = None):
         """The NumPyro model of one data point: ``z ~ p(z)``, ``x ~ p(x | z)``."""
@@ -232,6 +226,21 @@ class VAE:
         out["image_shape"] = list(self.image_shape)
         out["hidden_sizes"] = list(self.hidden_sizes)
         return out
+
+
+def likelihood_distribution(likelihood: str, decoded: Array, scale: Array) -> dist.Distribution:
+    """The observation distribution of every model, event shape ``(H, W, C)``.
+
+    ``decoded`` holds Bernoulli logits or the logistic/Gaussian locations; ``scale`` is the logistic scale s or the
+    Gaussian standard deviation (unused for ``bernoulli``).
+    """
+    if likelihood == "bernoulli":
+        base = dist.Bernoulli(logits=decoded)
+    elif likelihood == "logistic256":
+        base = DiscretizedLogistic(decoded, scale)
+    else:
+        base = dist.Normal(decoded, scale)
+    return base.to_event(3)
 
 
 def validate_images(images, image_shape: tuple[int, ...], likelihood: str) -> None:

@@ -122,13 +122,6 @@ def _epochs(name):
     return ["--epochs", "1"] if name in AMORTISED else ["--epochs", "0", "--mcmc-epochs", "1"]
 
 
-@pytest.fixture(scope="module")
-def mnist_available():
-    try:
-        mv.data.load("mnist", "test")
-    except mv.data.DataNotFoundError:
-        pytest.skip("MNIST is not in the data directory: run `mcmcvae data fetch mnist`")
-
 
 @pytest.mark.slow
 def test_cli_trains_aiwae(tmp_path, mnist_available):

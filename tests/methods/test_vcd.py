@@ -134,13 +134,6 @@ def test_proposal_is_frozen_and_moves_towards_the_posterior():
     assert float(jnp.linalg.norm(loc - post_loc)) < 0.3 * float(jnp.linalg.norm(q0_loc - post_loc))
 
 
-@pytest.fixture(scope="module")
-def mnist_available():
-    try:
-        mv.data.load("mnist", "test")
-    except mv.data.DataNotFoundError:
-        pytest.skip("MNIST is not in the data directory: run `mcmcvae data fetch mnist`")
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vcd", "hoffman"])

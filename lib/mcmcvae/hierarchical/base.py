@@ -47,7 +47,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.infer.util import log_density
 
-from mcmcvae.distributions import DiscretizedLogistic
+from mcmcvae.models import likelihood_distribution
 from mcmcvae.types import Array, Params, PRNGKey
 
 __all__ = ["LIKELIHOODS", "MIN_SCALE", "SCALE_OFFSET", "PosteriorPass", "TopDownModel", "fill_params",
@@ -262,13 +262,7 @@ class TopDownModel:
 
     def likelihood_distribution(self, params: Params, decoded: Array) -> dist.Distribution:
         """``p(x | z^L, d^L)`` given the decoder's output; event shape ``(H, W, C)``."""
-        if self.likelihood == "bernoulli":
-            base = dist.Bernoulli(logits=decoded)
-        elif self.likelihood == "logistic256":
-            base = DiscretizedLogistic(decoded, self._likelihood_scale(params))
-        else:
-            base = dist.Normal(decoded, self._likelihood_scale(params))
-        return base.to_event(3)
+        return likelihood_distribution(self.likelihood, decoded, self._likelihood_scale(params))
 
     def model(self, params: Params, x: Array | None = None):
         """The NumPyro model of one data point: ``z^1, ..., z^L`` top-down (sites ``"z1"`` ...), then ``x``."""
