@@ -180,9 +180,7 @@ class VAE:
         return dist.MixtureSameFamily(mixing, components.to_event(1))
 
     def _likelihood_scale(self, params: Params) -> Array:
-        if "log_scale" in params["likelihood"]:
-            return jnp.exp(params["likelihood"]["log_scale"])
-        return jnp.asarray(self.likelihood_scale, jnp.float32)
+        return likelihood_scale(params, self.likelihood_scale)
 
     def likelihood_distribution(self, params: Params, decoded: Array) -> dist.Distribution:
         """``p(x | z)`` given the decoder output for one or more latents; event shape ``(H, W, C)``."""
@@ -226,6 +224,13 @@ class VAE:
         out["image_shape"] = list(self.image_shape)
         out["hidden_sizes"] = list(self.hidden_sizes)
         return out
+
+
+def likelihood_scale(params: Params, fixed_scale: float) -> Array:
+    """The likelihood's scale: learnt (``params["likelihood"]["log_scale"]``) when present, else ``fixed_scale``."""
+    if "log_scale" in params["likelihood"]:
+        return jnp.exp(params["likelihood"]["log_scale"])
+    return jnp.asarray(fixed_scale, jnp.float32)
 
 
 def likelihood_distribution(likelihood: str, decoded: Array, scale: Array) -> dist.Distribution:

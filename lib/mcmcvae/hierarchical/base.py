@@ -47,7 +47,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.infer.util import log_density
 
-from mcmcvae.models import likelihood_distribution
+from mcmcvae.models import likelihood_distribution, likelihood_scale
 from mcmcvae.types import Array, Params, PRNGKey
 
 __all__ = ["LIKELIHOODS", "MIN_SCALE", "SCALE_OFFSET", "PosteriorPass", "TopDownModel", "fill_params",
@@ -256,9 +256,7 @@ class TopDownModel:
         return self._prior_head(params, layer, state)
 
     def _likelihood_scale(self, params: Params) -> Array:
-        if "log_scale" in params["likelihood"]:
-            return jnp.exp(params["likelihood"]["log_scale"])
-        return jnp.asarray(self.likelihood_scale, jnp.float32)
+        return likelihood_scale(params, self.likelihood_scale)
 
     def likelihood_distribution(self, params: Params, decoded: Array) -> dist.Distribution:
         """``p(x | z^L, d^L)`` given the decoder's output; event shape ``(H, W, C)``."""
