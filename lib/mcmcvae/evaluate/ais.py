@@ -31,10 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcmcvae.batching import map_padded_batches
 from mcmcvae.evaluate.importance import _check_positive_int, _check_proposal
 from mcmcvae.types import Array, ArrayLike, LogJointFn, PRNGKey
 
-__all__ = ["ais_log_likelihood", "ais_log_weights", "annealing_schedule", "AISInfo"]
+__all__ = ["ais_log_likelihood", "ais_log_weights", "annealing_schedule", "dataset_ais_log_likelihood", "AISInfo",
+           "DatasetAIS"]
 
 _SIGMOID_RADIUS = 4.0
 
@@ -307,3 +309,92 @@ def ais_log_likelihood(
         schedule=schedule,
     )
     return jax.nn.logsumexp(info.log_weights) - math.log(num_chains)
+
+
+class DatasetAIS(NamedTuple):
+    """Per-data-point AIS estimates and the transitions' mean acceptance.
+
+    Attributes
+    ----------
+    log_likelihood
+        ``(n,)``, each data point's AIS estimate of ``log p(x_i)`` in nats.
+    acceptance_rate
+        ``(n,)``, each data point's HMC acceptance rate, averaged over chains and intermediate temperatures.
+    """
+
+    log_likelihood: np.ndarray
+    acceptance_rate: np.ndarray
+
+
+def dataset_ais_log_likelihood(
+    rng_key: PRNGKey,
+    log_joint_fn,
+    proposal_fn,
+    images,
+    *,
+    num_temperatures: int,
+    num_chains: int,
+    batch_size: int = 100,
+    variance_factor: float = 1.0,
+    scale_factor: float = 1.0,
+    **options,
+) -> DatasetAIS:
+    r"""AIS ``log p(x_i)`` for every data point of a data set, ``batch_size`` points per jitted call.
+
+    Data point ``i`` runs :func:`ais_log_weights` with the key ``fold_in(rng_key, i)`` (so the results do not
+    depend on ``batch_size``), starting from ``N(mu(x_i), diag(sigma'(x_i)^2))`` with
+    ``sigma' = sigma * scale_factor * sqrt(variance_factor)`` and ``(mu, sigma) = proposal_fn(x_i)``, the
+    conventions of :func:`mcmcvae.evaluate.importance.dataset_log_likelihood`. Each data point adapts its own
+    step sizes across temperatures (unless ``step_size`` is given in ``options``). Nothing is trained.
+
+    Parameters
+    ----------
+    rng_key
+        A ``jax.random.key``.
+    log_joint_fn
+        ``log_joint_fn(x, z) -> scalar``, one data point's ``log p(x, z)``; vmappable and differentiable in ``z``.
+    proposal_fn
+        ``proposal_fn(x) -> (loc, scale)``, each ``(d,)``; vmappable.
+    images
+        ``(n, ...)``, or a pytree of arrays sharing the leading axis ``n`` (e.g. images with precomputed
+        proposals); data point ``i`` is passed to both functions.
+    num_temperatures, num_chains
+        ``T`` and ``K`` of :func:`ais_log_likelihood`.
+    batch_size
+        Data points per jitted call; the last batch is padded, so the function compiles once.
+    variance_factor, scale_factor
+        Factors on the start distribution's variance and standard deviation.
+    **options
+        Passed to :func:`ais_log_weights` (``num_leapfrog_steps``, ``step_size``, ``target_acceptance_rate``,
+        ``schedule``, ...).
+
+    Returns
+    -------
+    DatasetAIS
+        ``log_likelihood`` and ``acceptance_rate``, ``(n,)`` numpy arrays each.
+
+    Examples
+    --------
+    >>> result = dataset_ais_log_likelihood(jax.random.key(0), model_log_joint, encoder, test_images,
+    ...                                     num_temperatures=500, num_chains=16, variance_factor=1.5)
+    >>> result.log_likelihood.mean()  # test log-likelihood in nats
+    """
+    num_temperatures = _check_positive_int(num_temperatures, "num_temperatures")
+    num_chains = _check_positive_int(num_chains, "num_chains")
+    if not scale_factor > 0 or not variance_factor > 0:
+        raise ValueError(f"scale_factor and variance_factor must be positive, got {scale_factor}, {variance_factor}")
+    std_factor = scale_factor * math.sqrt(variance_factor)
+
+    def point(index, x):
+        loc, scale = proposal_fn(x)
+        info = ais_log_weights(jax.random.fold_in(rng_key, index), lambda z: log_joint_fn(x, z), loc,
+                               scale * std_factor, num_temperatures=num_temperatures, num_chains=num_chains,
+                               **options)
+        acceptance = jnp.mean(info.acceptance_rate) if num_temperatures > 1 else jnp.ones((), loc.dtype)
+        return jax.nn.logsumexp(info.log_weights) - math.log(num_chains), acceptance
+
+    # jitted afresh on every call: a cached trace would keep whatever parameters the functions closed over
+    batch_fn = jax.jit(jax.vmap(point))
+    log_likelihood, acceptance = map_padded_batches(lambda b, indices, batch: batch_fn(jnp.asarray(indices), batch),
+                                                    images, batch_size)
+    return DatasetAIS(log_likelihood, acceptance)
