@@ -16,6 +16,7 @@ REGISTRY = {
     "vae-baseline": "vae_baseline",
     "benchmark": "benchmark",
     "table1-loglik": "table1_loglik",
+    "table2-kid": "table2_kid",
     "hvae-gaussian": "hvae_gaussian",
     "hvae-mnist": "hvae_mnist",
     "aiwae": "aiwae",

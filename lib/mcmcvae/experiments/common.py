@@ -69,8 +69,9 @@ def machine() -> str:
 
 def git_revision() -> str:
     try:
+        # the checkout the code runs from, wherever the experiment is run from
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+                              check=True, cwd=pathlib.Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -117,3 +118,37 @@ def train_and_evaluate(experiment: str, tag: str, model, phases, train_images, t
                    protocol=protocol)
     cached.write_text(json.dumps(summary, indent=2))
     return {**summary, "params": params, "state": state}
+
+
+def train_run(run_dir, model, phases, images, *, seed: int, params=None, batch_size: int = 100,
+              progress: bool = True, binarize: str = "static", extra_config: dict | None = None):
+    """Train one configuration into ``run_dir``, resuming from its checkpoints when an earlier attempt stopped
+    (a finished run is restored, not retrained); returns ``(params, state, train_seconds)``."""
+    import time
+
+    from mcmcvae.train import Trainer
+
+    run_dir = pathlib.Path(run_dir)
+    resume = (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir())
+    trainer = Trainer(model, phases, batch_size=batch_size, seed=seed, binarize=binarize, out_dir=run_dir,
+                      progress=progress, extra_config=extra_config)
+    tic = time.perf_counter()
+    params, state = trainer.run(images, resume=resume, params=None if resume else params)
+    return params, state, time.perf_counter() - tic
+
+
+def reference_features(name: str, images, *, resize_to: int, out_dir=None) -> np.ndarray:
+    """Inception features of held-out images, computed once and kept under ``runs/features/`` for every method
+    and seed that compares against them (the file name carries a hash of the images and the input size)."""
+    import hashlib
+
+    from mcmcvae.evaluate.inception import inception_features
+
+    images = np.ascontiguousarray(np.asarray(images, np.float32))
+    digest = hashlib.sha1(images.tobytes()).hexdigest()[:12]
+    path = runs_dir("features", out_dir) / f"{name}-{len(images)}-{resize_to}-{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    features = np.asarray(inception_features(images, resize_to=resize_to))
+    np.save(path, features)
+    return features

@@ -1,0 +1,168 @@
+r"""``table2-kid``: how good the images of MCMC-refined VAEs are, by KID (Hirt et al. 2024, Table 2).
+
+Per dataset and seed: a plain VAE (standard prior) is trained for the VAE epochs; ``dsmala``, ``dshmc``,
+``gradmala`` and ``gradhmc`` (Algorithm 1, K = 10, HMC with L = 2, a diagonal C for the speed-measure
+methods) continue from it for the MCMC epochs, and the ``vae`` row continues the ELBO for as many epochs.
+``vae-mog`` and ``vae-vamp`` are VAEs with a mixture-of-Gaussians prior (50 components) and a VampPrior (500
+pseudo-inputs), trained with the ELBO for all the epochs. Everything else as in Table 1: MNIST and
+Fashion-MNIST thresholded at 0.5, Bernoulli likelihood, d_z = 10, 200-200 ReLU MLPs, Adam at 1e-3, batch 100.
+
+KID (:func:`mcmcvae.evaluate.generative.model_kid`): one decoded prior sample (Bernoulli means) per held-out
+test image, both sets resized to 150 x 150 as in the paper, FID Inception-V3 features, cubic-kernel MMD^2 over
+subsets. The test images' features are computed once per dataset and shared by every method and seed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from mcmcvae.experiments import common
+
+DESCRIPTION = "Table 2: KID of vae (standard/MoG/Vamp prior), dsmala, dshmc, gradmala, gradhmc on MNIST, Fashion-MNIST"
+NAME = "table2-kid"
+
+# (row name, method name, options, prior); rows with a method other than "vae" start from the pre-trained VAE.
+METHODS = [
+    ("vae", "vae", {}, "standard"),
+    ("vae-mog", "vae", {}, "mog"),
+    ("vae-vamp", "vae", {}, "vamp"),
+    ("dsmala", "dsmala", {}, "standard"),
+    ("dshmc", "dshmc", {}, "standard"),
+    ("gradmala", "gradmala", {"preconditioner": "diagonal"}, "standard"),
+    ("gradhmc", "gradhmc", {"preconditioner": "diagonal"}, "standard"),
+]
+BUDGETS = {
+    "paper": {"vae_epochs": 100, "mcmc_epochs": 50, "seeds": (0, 1, 2), "train_size": None, "kid_images": None,
+              "subset_size": 1000, "num_subsets": 100, "resize_to": 150, "datasets": ("mnist", "fashion_mnist")},
+    "cpu": {"vae_epochs": 20, "mcmc_epochs": 5, "seeds": (0,), "train_size": None, "kid_images": 1000,
+            "subset_size": 500, "num_subsets": 100, "resize_to": 150, "datasets": ("mnist", "fashion_mnist")},
+    # One path of each kind: plain VAE, a learnt prior, and the speed measure; the network at its smallest input.
+    "quick": {"vae_epochs": 1, "mcmc_epochs": 1, "seeds": (0,), "train_size": 300, "kid_images": 20,
+              "subset_size": 10, "num_subsets": 5, "resize_to": 75, "datasets": ("mnist",),
+              "methods": ("vae", "vae-mog", "gradmala")},
+}
+LEARNING_RATE = 1e-3
+LATENT_DIM = 10
+K, L = 10, 2
+
+
+def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
+    import jax
+
+    import mcmcvae as mv
+    from mcmcvae.cli import load_training_images
+    from mcmcvae.evaluate.generative import generate_images, model_kid
+    from mcmcvae.figures import save_image_grid
+    from mcmcvae.train import Phase
+
+    budget_name = "quick" if quick else (budget or "paper")
+    if budget_name not in BUDGETS:
+        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
+    budget = BUDGETS[budget_name]
+    methods = [m for m in METHODS if m[0] in budget.get("methods", [m[0] for m in METHODS])]
+    runs = common.runs_dir(NAME, out_dir) / budget_name
+    figures = common.results_dir(out_dir) / "figures" / NAME
+    figures.mkdir(parents=True, exist_ok=True)
+    total_epochs = budget["vae_epochs"] + budget["mcmc_epochs"]
+    tic = time.perf_counter()
+    rows, unavailable = [], []
+    for dataset in budget["datasets"]:
+        try:
+            train = load_training_images(dataset, split="train", binarize="static", train_size=budget["train_size"])
+            test = load_training_images(dataset, split="test", binarize="static", train_size=budget["kid_images"])
+        except mv.data.DataNotFoundError:
+            unavailable.append(dataset)
+            continue
+        reference = common.reference_features(f"{dataset}-test", test, resize_to=budget["resize_to"], out_dir=out_dir)
+        per_method: dict[str, list[dict]] = {}
+        for seed in budget["seeds"]:
+            models = {prior: mv.models.VAE(image_shape=train.shape[1:], latent_dim=LATENT_DIM, prior=prior)
+                      for prior in {m[3] for m in methods}}
+            elbo = mv.methods.build("vae", learning_rate=LEARNING_RATE)
+            pretrained, _, _ = common.train_run(runs / f"{dataset}-pretrain-seed{seed}", models["standard"],
+                                                [Phase(elbo, budget["vae_epochs"])], train, seed=seed,
+                                                progress=not quick, extra_config={"dataset": dataset})
+            for row_name, method_name, options, prior in methods:
+                model = models[prior]
+                if prior != "standard":  # a learnt prior: the ELBO from scratch for all the epochs
+                    phases, start = [Phase(elbo, total_epochs)], None
+                else:
+                    method = mv.methods.build(method_name, learning_rate=LEARNING_RATE, num_mcmc_steps=K,
+                                              num_integration_steps=L, **options)
+                    phases, start = [Phase(method, budget["mcmc_epochs"])], pretrained
+                params, _, seconds = common.train_run(runs / f"{dataset}-{row_name}-seed{seed}", model, phases, train,
+                                                      seed=seed, params=start, progress=not quick,
+                                                      extra_config={"dataset": dataset})
+                kid_tic = time.perf_counter()
+                result = model_kid(jax.random.key(30_000 + seed), model, params, reference_features=reference,
+                                   resize_to=budget["resize_to"], num_subsets=budget["num_subsets"],
+                                   subset_size=budget["subset_size"])
+                result.pop("generated_features")
+                result.update(train_seconds=seconds, kid_seconds=time.perf_counter() - kid_tic)
+                per_method.setdefault(row_name, []).append(result)
+                if seed == budget["seeds"][0]:
+                    save_image_grid(generate_images(jax.random.key(seed), model, params, 64),
+                                    figures / f"{dataset}-{row_name}-samples.png", num_columns=8,
+                                    title=f"{dataset} {row_name}: decoded prior samples")
+        for row_name, results in per_method.items():
+            kids = [r["kid"] for r in results]
+            mean, std = common.summarise(kids)
+            first = results[0]
+            rows.append(common.row(NAME, dataset, row_name, "kid", mean, std, len(kids), per_seed=kids,
+                                   subset_std=[r["kid_std"] for r in results], num_generated=first["num_generated"],
+                                   num_reference=first["num_reference"], subset_size=first["subset_size"],
+                                   num_subsets=first["num_subsets"], resize_to=first["resize_to"],
+                                   budget=budget_name, quick=quick))
+    for dataset in unavailable:
+        for row_name, *_ in methods:
+            rows.append(common.row(NAME, dataset, row_name, "kid", None, None, 0, note="not run: data unavailable"))
+    markdown = _markdown(rows, budget_name, budget, unavailable, quick, (time.perf_counter() - tic) / 60)
+    return common.write_results(NAME, rows, markdown, out_dir)
+
+
+def _markdown(rows, budget_name, budget, unavailable, quick, minutes) -> str:
+    tables = []
+    for dataset in budget["datasets"]:
+        body = []
+        for r in (r for r in rows if r["dataset"] == dataset):
+            if r["value"] is None:
+                body.append([r["method"], r.get("note", "not run"), "", ""])
+                continue
+            std = "n/a" if r["std"] is None else f"{1000 * r['std']:.2f}"
+            body.append([r["method"], f"{1000 * r['value']:.2f}", std, r["num_seeds"]])
+        tables.append(f"### {dataset}\n\n" + common.markdown_table(
+            ["method", "KID x 1000", "std over seeds (x 1000)", "seeds"], body) + "\n")
+    first = next((r for r in rows if r["value"] is not None), None)
+    sets = ("" if first is None else
+            f"{first['num_generated']} generated against {first['num_reference']} test images, "
+            f"{first['num_subsets']} subsets of {first['subset_size']}, images resized to "
+            f"{first['resize_to']} x {first['resize_to']}")
+    cut = ""
+    if budget_name != "paper":
+        cut = (f"**Budget `{budget_name}`, cut from the paper's:** {budget['vae_epochs']} VAE epochs then "
+               f"{budget['mcmc_epochs']} MCMC epochs (paper: 100 + 50); seeds {', '.join(map(str, budget['seeds']))} "
+               f"(paper: 3); KID on {budget['kid_images']} test images (paper: all 10000)"
+               f"{'; Inception input 75 x 75 (paper: 150)' if budget['resize_to'] != 150 else ''}. "
+               "Lower KID is better; at this budget the numbers compare methods after a short MCMC phase.\n")
+    missing = ("" if not unavailable else
+               f"Not run, data unavailable: {', '.join(unavailable)} (`mcmcvae data fetch` says where the files go).\n")
+    return f"""# table2-kid: KID of MCMC-refined VAEs
+
+Regenerate with `mcmcvae experiment table2-kid --budget {budget_name}` (`--budget paper` for the paper's schedule).
+{'**Quick run: smoke test only; these numbers mean nothing.**' if quick else ''}
+
+Setting: threshold-0.5 binarisation, d_z = {LATENT_DIM}, 200-200 ReLU MLPs, Bernoulli likelihood, Adam at
+{LEARNING_RATE}, batch 100. `vae`, `dsmala`, `dshmc`, `gradmala`, `gradhmc` share one pre-trained VAE per seed
+and differ only in the last {budget['mcmc_epochs']} epochs (K = {K}, L = {L}, a diagonal C for the speed
+measure); `vae-mog` (50 components) and `vae-vamp` (500 pseudo-inputs) train their ELBO from scratch for all
+{budget['vae_epochs'] + budget['mcmc_epochs']} epochs. KID: one decoded prior sample (Bernoulli means) per test
+image; {sets}; x 1000, lower is better; std over seeds (n/a for one seed).
+
+{cut}{missing}
+**Machine.** {common.machine()}; {minutes:.1f} min in all; revision {common.git_revision()}.
+
+{chr(10).join(tables)}
+Sample grids of every method are in `results/figures/{NAME}/`.
+"""
