@@ -1,4 +1,4 @@
-"""The ``mcmcvae`` command line: ``train``, ``evaluate``, ``data fetch`` and ``experiment``.
+"""The ``mcmcvae`` command line: ``train``, ``evaluate``, ``report``, ``data fetch`` and ``experiment``.
 
 Heavy imports (JAX, Haiku, NumPyro) happen inside the sub-commands, so ``mcmcvae --help`` and
 ``mcmcvae data fetch`` start quickly.
@@ -15,6 +15,7 @@ __all__ = ["main", "build_parser"]
 
 # Methods trained from scratch; the others run after --epochs of plain VAE training.
 AMORTISED = ("vae", "iwae", "hvae", "aiwae")
+from mcmcvae.data.datasets import LINEAR_HVAE  # the synthetic dataset, with its own (linear hierarchical) model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,17 +26,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model with one method", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--dataset", required=True, help=f"one of: {', '.join((*DATASETS, 'linear_hvae'))}")
+    train.add_argument("--dataset", required=True, help=f"one of: {', '.join((*DATASETS, LINEAR_HVAE))}")
     train.add_argument("--method", required=True, help=f"one of: {', '.join(METHODS)}")
     train.add_argument("--out", required=True, type=pathlib.Path, help="run directory (config, metrics, checkpoints)")
     train.add_argument("--prior", default="standard", choices=("standard", "mog", "vamp"))
-    train.add_argument("--likelihood", default="bernoulli", choices=("bernoulli", "logistic256", "gaussian"))
+    train.add_argument("--likelihood", default=None, choices=("bernoulli", "logistic256", "gaussian"),
+                       help="default: bernoulli for images, gaussian for linear_hvae (its only likelihood)")
     train.add_argument("--likelihood-scale", type=float, default=0.1,
                        help="logistic scale s or Gaussian std of the likelihood")
     train.add_argument("--learn-likelihood-scale", action="store_true")
     train.add_argument("--architecture", default="mlp", choices=("mlp", "conv"))
     train.add_argument("--hidden-sizes", default="200,200", help="comma-separated MLP layer sizes")
     train.add_argument("--latent-dim", type=int, default=10)
+    train.add_argument("--latent-sizes", default="10,20",
+                       help="linear_hvae: comma-separated layer sizes d_1,...,d_L of the generating and the learnt "
+                            "linear hierarchical model (data dimension 2 d_L)")
     train.add_argument("--epochs", type=int, default=10, help="plain-VAE epochs (the method's own for vae/iwae)")
     train.add_argument("--mcmc-epochs", type=int, default=0, help="epochs of the MCMC method after the VAE epochs")
     train.add_argument("--num-mcmc-steps", type=int, default=None,
@@ -56,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="test log-likelihood of a trained run; writes DIR/eval.json",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     evaluate.add_argument("run_dir", type=pathlib.Path)
+    evaluate.add_argument("--method", default="importance", choices=("importance", "ais"),
+                          help="estimator: importance sampling, or annealed importance sampling from the same proposal")
     evaluate.add_argument("--num-samples", type=int, default=5000, help="S, importance samples per image")
+    evaluate.add_argument("--num-temperatures", type=int, default=100, help="T, AIS temperatures (--method ais)")
+    evaluate.add_argument("--num-chains", type=int, default=16, help="K, AIS chains per image (--method ais)")
+    evaluate.add_argument("--num-leapfrog-steps", type=int, default=5,
+                          help="leapfrog steps per AIS HMC transition (--method ais)")
     evaluate.add_argument("--split", default="test", choices=("test", "train"))
     evaluate.add_argument("--tau", type=float, default=1.5, help="factor on the proposal's variance")
     evaluate.add_argument("--num-images", type=int, default=None, help="evaluate only the first N images")
@@ -74,31 +85,37 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--out", type=pathlib.Path, default=None, help="directory for the results files")
     experiment.add_argument("--budget", default=None,
                             help="for experiments with several budgets: paper (the paper's schedule) or cpu")
+
+    report = sub.add_parser("report", help="diagnostics and figures of a trained run; writes DIR/report.md",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    report.add_argument("run_dir", type=pathlib.Path)
+    report.add_argument("--num-samples", type=int, default=5000,
+                        help="k of the L_k bound (5000: the NVLB), and S of the log-likelihood without eval.json")
+    report.add_argument("--num-images", type=int, default=1000, help="evaluate the first N test images")
+    report.add_argument("--batch-size", type=int, default=100)
+    report.add_argument("--seed", type=int, default=0)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "evaluate": _evaluate, "data": _data, "experiment": _experiment}[args.command](args)
+        return {"train": _train, "evaluate": _evaluate, "data": _data, "experiment": _experiment,
+                "report": _report}[args.command](args)
     except (ValueError, FileNotFoundError) as error:
         print(f"mcmcvae: error: {error}", file=sys.stderr)
         return 2
 
 
 # ------------------------------------------------------------------------------------------------ train
-def load_training_images(dataset: str, *, split: str, binarize: str, train_size: int | None = None, seed: int = 0):
-    """Images of a dataset split, cut to ``train_size`` and binarised as the run asks (static: threshold 0.5)."""
+def load_training_images(dataset: str, *, split: str, binarize: str, train_size: int | None = None, seed: int = 0,
+                         latent_sizes=(10, 20)):
+    """Images of a dataset split, cut to ``train_size`` and binarised as the run asks (static: threshold 0.5);
+    :func:`mcmcvae.data.load_images` (kept under this name for the experiments)."""
     import mcmcvae as mv
 
-    images = mv.data.load(dataset, split).images
-    if train_size is not None:
-        if train_size < 1:
-            raise ValueError(f"--train-size must be positive, got {train_size}")
-        images = images[:train_size]
-    if binarize == "static":
-        images = mv.data.binarize_static(images)
-    return images
+    return mv.data.load_images(dataset, split, binarize="static" if binarize == "static" else "none",
+                               num_images=train_size, latent_sizes=latent_sizes)
 
 
 def _train(args) -> int:
@@ -107,14 +124,24 @@ def _train(args) -> int:
 
     method_name = args.method
     mv.methods.build(method_name)  # an unknown name fails here, before any data is read
-    binarize = args.binarize or ("static" if args.likelihood == "bernoulli" else "none")
-    images = load_training_images(args.dataset, split="train", binarize=binarize, train_size=args.train_size)
-    model = mv.models.VAE(
-        image_shape=images.shape[1:], latent_dim=args.latent_dim, architecture=args.architecture,
-        hidden_sizes=tuple(int(s) for s in args.hidden_sizes.split(",") if s), prior=args.prior,
-        likelihood=args.likelihood, likelihood_scale=args.likelihood_scale,
-        learn_likelihood_scale=args.learn_likelihood_scale,
-    )
+    latent_sizes = _int_list(args.latent_sizes, "--latent-sizes")
+    if args.dataset == LINEAR_HVAE:
+        if args.likelihood not in (None, "gaussian") or args.binarize not in (None, "none"):
+            raise ValueError("linear_hvae is real-valued with a Gaussian likelihood: drop --likelihood/--binarize")
+        binarize = "none"
+        images = load_training_images(args.dataset, split="train", binarize=binarize, train_size=args.train_size,
+                                      latent_sizes=latent_sizes)
+        model = mv.hierarchical.LinearHVAE(image_shape=images.shape[1:], latent_sizes=latent_sizes)
+    else:
+        likelihood = args.likelihood or "bernoulli"
+        binarize = args.binarize or ("static" if likelihood == "bernoulli" else "none")
+        images = load_training_images(args.dataset, split="train", binarize=binarize, train_size=args.train_size)
+        model = mv.models.VAE(
+            image_shape=images.shape[1:], latent_dim=args.latent_dim, architecture=args.architecture,
+            hidden_sizes=tuple(_int_list(args.hidden_sizes, "--hidden-sizes")), prior=args.prior,
+            likelihood=likelihood, likelihood_scale=args.likelihood_scale,
+            learn_likelihood_scale=args.learn_likelihood_scale,
+        )
     options = {"learning_rate": args.learning_rate, "num_mcmc_steps": args.num_mcmc_steps,
                "num_integration_steps": args.num_leapfrog_steps, "preconditioner": args.preconditioner}
     if args.num_samples is not None:
@@ -128,12 +155,23 @@ def _train(args) -> int:
                   Phase(mv.methods.build(method_name, **options), args.mcmc_epochs)]
     trainer = Trainer(model, phases, batch_size=args.batch_size, seed=args.seed, binarize=binarize,
                       out_dir=args.out, progress=not args.no_progress,
-                      extra_config={"dataset": args.dataset, "train_size": args.train_size})
+                      extra_config={"dataset": args.dataset, "train_size": args.train_size,
+                                    **({"latent_sizes": latent_sizes} if args.dataset == LINEAR_HVAE else {})})
     trainer.run(images, resume=args.resume)
     last = json.loads((args.out / "metrics.jsonl").read_text().splitlines()[-1])
     print(f"trained {method_name} on {args.dataset} ({images.shape[0]} images) for "
           f"{sum(p.num_epochs for p in phases)} epochs: final loss {last.get('loss', float('nan')):.3f}; run in {args.out}")
     return 0
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{option} takes comma-separated positive integers, got {text!r}")
+    return values
 
 
 # --------------------------------------------------------------------------------------------- evaluate
@@ -142,40 +180,59 @@ def _evaluate(args) -> int:
     import numpy as np
 
     import mcmcvae as mv
-    from mcmcvae.evaluate.runs import test_log_likelihood
+    from mcmcvae.evaluate.runs import (load_evaluation_images, summarise_log_likelihoods, test_ais_log_likelihood,
+                                       test_log_likelihood)
     from mcmcvae.figures import save_image_grid
     from mcmcvae.train import load_run
 
     model, method, params, state, config = load_run(args.run_dir)
-    binarize = config["binarize"]
-    images = mv.data.load(config["dataset"], args.split).images
-    if args.num_images is not None:
-        images = images[: args.num_images]
-    if binarize == "static":
-        images = mv.data.binarize_static(images)
-    elif binarize == "dynamic":  # one fixed binarisation of the evaluation images, the same for every run
-        images = np.asarray(mv.data.binarize_dynamic(jax.random.key(12345), images))
+    dataset = config["dataset"]
+    images = load_evaluation_images(config, split=args.split, num_images=args.num_images)
     model.validate_images(images)
     key = jax.random.key(args.seed)
-    summary = test_log_likelihood(key, model, method, params, state, images, num_samples=args.num_samples,
-                                  variance_factor=args.tau, batch_size=args.batch_size)
+    if args.method == "ais":
+        summary = test_ais_log_likelihood(key, model, method, params, state, images,
+                                          num_temperatures=args.num_temperatures, num_chains=args.num_chains,
+                                          num_leapfrog_steps=args.num_leapfrog_steps, variance_factor=args.tau,
+                                          batch_size=args.batch_size)
+    elif hasattr(model, "sample_q"):
+        # A hierarchical q is no one diagonal Gaussian: importance sampling draws from q itself, every layer's
+        # conditional variance times tau, for every method, as the hierarchical experiments evaluate.
+        per_image = mv.hierarchical.log_likelihood(key, model, params, images, num_samples=args.num_samples,
+                                                   batch_size=args.batch_size, variance_factor=args.tau)
+        summary = summarise_log_likelihoods(np.asarray(per_image, np.float64), model)
+        summary.update(estimator="importance", proposal="hierarchical q", num_samples=args.num_samples,
+                       variance_factor=args.tau)
+    else:
+        summary = test_log_likelihood(key, model, method, params, state, images, num_samples=args.num_samples,
+                                      variance_factor=args.tau, batch_size=args.batch_size)
     summary.pop("per_image")
-    summary.update({"split": args.split, "dataset": config["dataset"], "method": method.name, "seed": args.seed})
+    summary.update({"split": args.split, "dataset": dataset, "method": method.name, "seed": args.seed})
+    if dataset == LINEAR_HVAE:  # the learnt linear model's log-likelihood is also known exactly
+        summary[f"exact_{args.split}_log_likelihood"] = float(np.mean(model.log_marginal(params, images)))
     (args.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    rows = [("dataset", dataset), ("method", method.name), ("split", args.split),
+            ("images", summary["num_images"]),
+            *([("AIS temperatures x chains", f"{args.num_temperatures} x {args.num_chains}"),
+               ("AIS acceptance rate", f"{summary['acceptance_rate']:.3f}")] if args.method == "ais" else
+              [("importance samples", summary["num_samples"])]),
+            (f"{args.split} log-likelihood (nats)",
+             f"{summary['test_log_likelihood']:.2f} +- {summary['standard_error']:.2f}")]
+    if f"exact_{args.split}_log_likelihood" in summary:
+        rows.append((f"exact {args.split} log-likelihood", f"{summary[f'exact_{args.split}_log_likelihood']:.2f}"))
+    if "bits_per_dim" in summary:
+        rows.append(("bits/dim", f"{summary['bits_per_dim']:.3f}"))
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    if dataset == LINEAR_HVAE:  # vectors, not images: no grids
+        print(f"wrote {args.run_dir / 'eval.json'}")
+        return 0
     samples = model.mean_image(params, model.sample_prior(jax.random.fold_in(key, 1), params, 100))
     save_image_grid(np.asarray(samples), args.run_dir / "samples.png", title=f"{method.name}: samples from the prior")
     shown = images[:50]
     reconstructions = model.mean_image(params, model.encode(params, shown)[0])
     pairs = np.stack([shown, np.asarray(reconstructions)], 1).reshape(2 * len(shown), *images.shape[1:])
     save_image_grid(pairs, args.run_dir / "reconstructions.png", title="data | reconstruction (q0 mean)")
-    rows = [("dataset", config["dataset"]), ("method", method.name), ("split", args.split),
-            ("images", summary["num_images"]), ("importance samples", summary["num_samples"]),
-            (f"{args.split} log-likelihood (nats)",
-             f"{summary['test_log_likelihood']:.2f} +- {summary['standard_error']:.2f}")]
-    if "bits_per_dim" in summary:
-        rows.append(("bits/dim", f"{summary['bits_per_dim']:.3f}"))
-    width = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     print(f"wrote {args.run_dir / 'eval.json'}, {args.run_dir / 'samples.png'}, {args.run_dir / 'reconstructions.png'}")
     return 0
 
@@ -202,6 +259,19 @@ def _experiment(args) -> int:
         return 0
     paths = experiments.run(args.name, quick=args.quick, out_dir=args.out, budget=args.budget)
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- report
+def _report(args) -> int:
+    from mcmcvae.report import write_report
+
+    results = write_report(args.run_dir, num_samples=args.num_samples, num_images=args.num_images, seed=args.seed,
+                           batch_size=args.batch_size)
+    print(f"test log-likelihood {results['test_log_likelihood']:.2f}, L_{results['num_samples']} "
+          f"{results['log_k_bound']:.2f}, variational gap {results['variational_gap']:.2f} nats; "
+          f"{results['active_units']} of {results['latent_dim']} units active")
+    print(f"wrote {results['report']} and {', '.join(results['figures'].values())}")
     return 0
 
 

@@ -1,13 +1,14 @@
-"""Figures: image grids (samples, reconstructions) and training curves, written with matplotlib."""
+"""Figures: image grids (samples, reconstructions, latent traversals) and training curves, written with matplotlib."""
 
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 
 import numpy as np
 
-__all__ = ["image_grid", "save_image_grid", "plot_training_curves"]
+__all__ = ["image_grid", "save_image_grid", "plot_training_curves", "latent_traversal"]
 
 
 def image_grid(images, num_columns: int = 10, padding: int = 1) -> np.ndarray:
@@ -65,3 +66,74 @@ def plot_training_curves(metrics_path, path, keys=("loss", "acceptance_rate", "b
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def latent_traversal(model, params, z_center, *, num_steps: int = 9, radius: float = 3.0,
+                     dimensions=None) -> np.ndarray:
+    r"""Decoded means along straight lines through ``z_center``, one latent coordinate at a time.
+
+    Row ``r`` moves coordinate ``u = dimensions[r]`` over ``num_steps`` evenly spaced offsets in
+    ``[-radius, radius]`` while the others stay at ``z_center``,
+
+    .. math:: z^{(r, j)} = z_\text{center} + t_j e_u, \qquad
+              t_j = -\text{radius} + \frac{2 \, \text{radius} \, j}{\text{num\_steps} - 1},
+
+    and shows ``model.mean_image(params, z)`` (Bernoulli probabilities, or the clipped mean). A unit the model
+    does not use (an inactive unit, :func:`mcmcvae.evaluate.active_units`) gives a row of identical images.
+    With a standard normal prior, ``radius = 3`` spans three prior standard deviations. All
+    ``len(dimensions) * num_steps`` latents are decoded by one jitted call.
+
+    Parameters
+    ----------
+    model
+        Any model with ``latent_dim`` and ``mean_image(params, z)`` (:class:`mcmcvae.models.VAE`,
+        :class:`mcmcvae.hierarchical.TopDownHVAE`).
+    params
+        Its parameters.
+    z_center
+        ``(d,)``, the point traversed through: zeros (the prior's mean) or an image's encoded mean.
+    num_steps
+        Images per row, at least 2; odd numbers put ``z_center`` itself in the middle column.
+    radius
+        Largest offset, positive.
+    dimensions
+        The latent coordinates to traverse, in row order (default: all ``d``), e.g. the active units sorted by
+        activity.
+
+    Returns
+    -------
+    np.ndarray
+        ``(len(dimensions) * num_steps, H, W, C)`` in ``[0, 1]``, row by row; draw it with
+        ``save_image_grid(images, path, num_columns=num_steps)``.
+
+    Raises
+    ------
+    ValueError
+        If ``z_center`` is not ``(d,)``, ``num_steps < 2``, ``radius`` is not positive and finite, or a dimension
+        is out of range.
+
+    Examples
+    --------
+    >>> images = latent_traversal(model, params, np.zeros(model.latent_dim), num_steps=9, radius=3.0)
+    >>> save_image_grid(images, "traversal.png", num_columns=9, title="latent traversals")
+    """
+    import jax
+    import jax.numpy as jnp
+
+    latent_dim = int(model.latent_dim)
+    z_center = np.asarray(z_center, np.float32)
+    if z_center.shape != (latent_dim,):
+        raise ValueError(f"z_center must have shape ({latent_dim},), the model's latent_dim, got {z_center.shape}")
+    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 2:
+        raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}")
+    if not (isinstance(radius, int | float | np.number) and math.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be a positive finite number, got {radius!r}")
+    dimensions = np.arange(latent_dim) if dimensions is None else np.asarray(dimensions, np.int64).reshape(-1)
+    if dimensions.size == 0 or dimensions.min() < 0 or dimensions.max() >= latent_dim:
+        raise ValueError(f"dimensions must be a non-empty list of latent coordinates in 0..{latent_dim - 1}, "
+                         f"got {dimensions.tolist()}")
+    offsets = np.linspace(-radius, radius, int(num_steps), dtype=np.float32)
+    latents = np.repeat(z_center[None, None], len(dimensions), axis=0).repeat(int(num_steps), axis=1)
+    latents[np.arange(len(dimensions)), :, dimensions] += offsets  # (rows, steps, d)
+    images = jax.jit(model.mean_image)(params, jnp.asarray(latents.reshape(-1, latent_dim)))
+    return np.asarray(images, np.float32)

@@ -159,9 +159,10 @@ class Trainer:
         ``params`` starts the first phase from given parameters (e.g. a pre-trained VAE) instead of the seed.
         """
         images = np.asarray(images, np.float32)
-        # Dynamic binarisation turns grey pixels into Bernoulli draws, so only shape and range are checked then.
-        likelihood = None if self.binarize == "dynamic" else self.model.likelihood
-        validate_images(images, self.model.image_shape, likelihood)
+        if self.binarize == "dynamic":  # grey pixels become Bernoulli draws: only shape and range are checked
+            validate_images(images, self.model.image_shape, None)
+        else:  # the model's own check: vector-data models (linear hierarchical VAEs) accept any real values
+            self.model.validate_images(images)
         if images.shape[0] < self.batch_size:
             raise ValueError(f"{images.shape[0]} training images are fewer than one batch of {self.batch_size}")
         _, replicated = _data_sharding()

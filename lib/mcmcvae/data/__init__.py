@@ -23,6 +23,8 @@ _NAMES = {
     "data_dir": "datasets",
     "image_shape": "datasets",
     "load": "datasets",
+    "load_images": "datasets",
+    "LINEAR_HVAE": "datasets",
     "read_idx": "idx",
     "binarize_static": "binarize",
     "binarize_dynamic": "binarize",

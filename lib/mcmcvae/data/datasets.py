@@ -362,3 +362,54 @@ _READERS = {
     "svhn": _read_svhn,
     "cifar10": _read_cifar10,
 }
+
+
+LINEAR_HVAE = "linear_hvae"  # synthetic vectors drawn from a documented linear hierarchical model
+
+
+def load_images(name: str, split: str = "train", *, binarize: str = "none", num_images: int | None = None,
+                latent_sizes=(10, 20)) -> np.ndarray:
+    """A split's images as a run trains or evaluates on them: the first ``num_images``, binarised if asked.
+
+    Parameters
+    ----------
+    name
+        One of :data:`DATASETS`, or ``"linear_hvae"``: the synthetic vector data ``(n, D, 1, 1)`` of
+        :func:`mcmcvae.hierarchical.make_dataset` from its generating model with ``latent_sizes``.
+    split
+        ``"train"`` or ``"test"``.
+    binarize
+        ``"static"`` (threshold 0.5) or ``"none"``. (Dynamic binarisation is a per-batch draw in training;
+        evaluation code fixes one draw itself.)
+    num_images
+        Keep the first ``num_images`` (all when ``None``).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(n, H, W, C)``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or ``binarize``, a non-positive ``num_images``, or a binarisation of ``linear_hvae``.
+    DataNotFoundError
+        If an image dataset's files are missing (the message says how to fetch them).
+    """
+    from mcmcvae.data.binarize import binarize_static
+
+    if binarize not in ("static", "none"):
+        raise ValueError(f"binarize must be 'static' or 'none', got {binarize!r}")
+    if num_images is not None and (isinstance(num_images, bool) or int(num_images) != num_images or num_images < 1):
+        raise ValueError(f"the number of images to keep (--train-size, --num-images) must be a positive integer, "
+                         f"got {num_images!r}")
+    if name == LINEAR_HVAE:
+        if binarize != "none":
+            raise ValueError(f"linear_hvae holds real-valued vectors; binarize={binarize!r} does not apply")
+        from mcmcvae.hierarchical import make_dataset  # the data come from the model family that generated them
+
+        images = make_dataset(tuple(int(s) for s in latent_sizes), split=split).images
+    else:
+        images = load(name, split).images
+    images = images if num_images is None else images[: int(num_images)]
+    return np.asarray(binarize_static(images) if binarize == "static" else images, np.float32)

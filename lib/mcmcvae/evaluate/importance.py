@@ -14,21 +14,26 @@ encoder's, widened), the estimator is
 The ``S`` samples are drawn and weighed ``chunk_size`` at a time inside a ``lax.scan`` that carries a streaming
 log-sum-exp (running maximum and rescaled sum), so ``S = 100000`` costs the memory of one chunk. Sample ``s`` is
 drawn with ``fold_in(rng_key, s)``, so the estimate does not depend on the chunk size (up to floating-point
-summation order).
+summation order). The same pass also carries ``log sum w^2``, which gives the weights' effective sample size
+``(sum w)^2 / sum w^2`` (:func:`importance_estimate`, :func:`dataset_importance_estimate`) at no extra cost;
+:mod:`mcmcvae.evaluate.diagnostics` streams the IWAE bound ``L_k`` through the same accumulation.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcmcvae.batching import map_padded_batches
 from mcmcvae.types import Array, ArrayLike, LogJointFn, PRNGKey, PyTree
 
-__all__ = ["importance_log_likelihood", "dataset_log_likelihood", "bits_per_dim"]
+__all__ = ["importance_log_likelihood", "importance_estimate", "dataset_log_likelihood",
+           "dataset_importance_estimate", "bits_per_dim", "ImportanceEstimate"]
 
 _DEFAULT_CHUNK_SIZE = 1000
 # samples in flight (data points x chunk) that dataset_log_likelihood aims for when chunk_size is not given
@@ -61,6 +66,94 @@ def _check_proposal(proposal_loc: ArrayLike, proposal_scale: ArrayLike) -> tuple
 def _diagonal_normal_log_prob(z: Array, loc: Array, scale: Array) -> Array:
     standardised = (z - loc) / scale
     return -0.5 * jnp.sum(standardised**2) - jnp.sum(jnp.log(scale)) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+class _LogWeightSums(NamedTuple):
+    """What one streaming pass over ``S`` log weights ``log w_s`` keeps (scalars)."""
+
+    log_sum_weights: Array  # log sum_s w_s
+    log_sum_squared_weights: Array  # log sum_s w_s^2
+    sum_log_weights: Array  # sum_s log w_s
+
+
+def _logsumexp_update(state: tuple[Array, Array], values: Array) -> tuple[Array, Array]:
+    """Fold ``values (m,)`` into a streaming log-sum-exp held as (running maximum, sum of exp(value - maximum))."""
+    running_max, running_sum = state
+    new_max = jnp.maximum(running_max, jnp.max(values))
+    # while every value so far is -inf the maximum is -inf; shifting by 0 then avoids inf - inf
+    shift = jnp.where(jnp.isneginf(new_max), jnp.zeros_like(new_max), new_max)
+    new_sum = running_sum * jnp.exp(running_max - shift) + jnp.sum(jnp.exp(values - shift))
+    return new_max, new_sum
+
+
+def _streaming_log_weight_sums(
+    chunk_log_weights: Callable[[Array, Array], Array], num_samples: int, chunk_size: int, dtype
+) -> _LogWeightSums:
+    r"""``log sum w``, ``log sum w^2`` and ``sum log w`` over ``S`` weights computed ``chunk_size`` at a time.
+
+    The one streaming log-sum-exp of the library: a ``lax.scan`` over ``ceil(S / chunk_size)`` chunks carries,
+    for ``w`` and for ``w^2``, the running maximum ``m`` of the log values and ``s = sum exp(log value - m)``
+    (rescaled by ``exp(m_old - m_new)`` when the maximum grows), so memory is one chunk's whatever ``S`` is.
+    ``chunk_log_weights(chunk_index, sample_indices)`` returns the log weights ``(chunk_size,)`` of samples
+    ``chunk_index * chunk_size + arange(chunk_size)``; those with index ``>= S`` (the surplus of the last chunk)
+    are masked out, so exactly ``S`` samples count. The effective sample size
+    ``(sum w)^2 / sum w^2`` and ``log (1/S) sum w`` both come from one pass.
+    """
+    num_chunks = -(-num_samples // chunk_size)
+
+    def add_chunk(carry, chunk_index):
+        sums_w, sums_w2, total_log_w = carry
+        indices = chunk_index * chunk_size + jnp.arange(chunk_size)
+        log_weights = chunk_log_weights(chunk_index, indices)
+        valid = indices < num_samples
+        masked = jnp.where(valid, log_weights, -jnp.inf)
+        carry = (
+            _logsumexp_update(sums_w, masked),
+            _logsumexp_update(sums_w2, 2 * masked),
+            total_log_w + jnp.sum(jnp.where(valid, log_weights, 0)),
+        )
+        return carry, None
+
+    empty = (jnp.array(-jnp.inf, dtype), jnp.array(0.0, dtype))
+    init = (empty, empty, jnp.array(0.0, dtype))
+    ((max_w, sum_w), (max_w2, sum_w2), total_log_w), _ = jax.lax.scan(add_chunk, init, jnp.arange(num_chunks))
+    return _LogWeightSums(jnp.log(sum_w) + max_w, jnp.log(sum_w2) + max_w2, total_log_w)
+
+
+def _effective_sample_size(sums: _LogWeightSums) -> Array:
+    """Kish's ``(sum w)^2 / sum w^2``, from the logs (no overflow); NaN when every weight is zero."""
+    return jnp.exp(2 * sums.log_sum_weights - sums.log_sum_squared_weights)
+
+
+def _gaussian_proposal_sums(rng_key, log_joint_fn, proposal_loc, proposal_scale, num_samples, chunk_size):
+    """Check the arguments, then stream the weights of ``z_s ~ N(loc, diag(scale^2))``, ``z_s`` from key ``s``."""
+    num_samples = _check_positive_int(num_samples, "num_samples")
+    chunk_size = min(num_samples, _DEFAULT_CHUNK_SIZE) if chunk_size is None else chunk_size
+    chunk_size = min(_check_positive_int(chunk_size, "chunk_size"), num_samples)
+    loc, scale = _check_proposal(proposal_loc, proposal_scale)
+
+    def log_weight(index):
+        noise = jax.random.normal(jax.random.fold_in(rng_key, index), loc.shape, loc.dtype)
+        z = loc + scale * noise
+        return log_joint_fn(z) - _diagonal_normal_log_prob(z, loc, scale)
+
+    return _streaming_log_weight_sums(lambda _, indices: jax.vmap(log_weight)(indices), num_samples, chunk_size,
+                                      loc.dtype)
+
+
+class ImportanceEstimate(NamedTuple):
+    """An importance-sampling estimate and the effective sample size of its weights.
+
+    Attributes
+    ----------
+    log_likelihood
+        ``log (1/S) sum_s w_s``, the estimate of ``log p(x)`` in nats (scalar, or ``(n,)`` for a data set).
+    effective_sample_size
+        ``(sum_s w_s)^2 / sum_s w_s^2``, between 1 and ``S`` (same shape).
+    """
+
+    log_likelihood: Array
+    effective_sample_size: Array
 
 
 def importance_log_likelihood(
@@ -121,31 +214,42 @@ def importance_log_likelihood(
     >>> estimate = importance_log_likelihood(jax.random.key(0), log_joint, jnp.full(2, 0.5), jnp.full(2, 0.8), 10_000)
     >>> # near the exact 2 log N(1; 0, 2) = -3.03
     """
-    num_samples = _check_positive_int(num_samples, "num_samples")
-    chunk_size = min(num_samples, _DEFAULT_CHUNK_SIZE) if chunk_size is None else chunk_size
-    chunk_size = min(_check_positive_int(chunk_size, "chunk_size"), num_samples)
-    loc, scale = _check_proposal(proposal_loc, proposal_scale)
-    num_chunks = -(-num_samples // chunk_size)
+    sums = _gaussian_proposal_sums(rng_key, log_joint_fn, proposal_loc, proposal_scale, num_samples, chunk_size)
+    return sums.log_sum_weights - math.log(num_samples)
 
-    def log_weight(index):
-        noise = jax.random.normal(jax.random.fold_in(rng_key, index), loc.shape, loc.dtype)
-        z = loc + scale * noise
-        return log_joint_fn(z) - _diagonal_normal_log_prob(z, loc, scale)
 
-    def add_chunk(carry, chunk_index):
-        running_max, running_sum = carry
-        indices = chunk_index * chunk_size + jnp.arange(chunk_size)
-        log_weights = jax.vmap(log_weight)(indices)
-        log_weights = jnp.where(indices < num_samples, log_weights, -jnp.inf)
-        new_max = jnp.maximum(running_max, jnp.max(log_weights))
-        # while every weight so far is zero the maximum is -inf; shifting by 0 then avoids inf - inf
-        shift = jnp.where(jnp.isneginf(new_max), jnp.zeros_like(new_max), new_max)
-        new_sum = running_sum * jnp.exp(running_max - shift) + jnp.sum(jnp.exp(log_weights - shift))
-        return (new_max, new_sum), None
+def importance_estimate(
+    rng_key: PRNGKey,
+    log_joint_fn: LogJointFn,
+    proposal_loc: ArrayLike,
+    proposal_scale: ArrayLike,
+    num_samples: int,
+    *,
+    chunk_size: int | None = None,
+) -> ImportanceEstimate:
+    r""":func:`importance_log_likelihood` and the effective sample size of its weights, from the same samples.
 
-    init = (jnp.array(-jnp.inf, loc.dtype), jnp.array(0.0, loc.dtype))
-    (log_max, total), _ = jax.lax.scan(add_chunk, init, jnp.arange(num_chunks))
-    return jnp.log(total) + log_max - math.log(num_samples)
+    With ``w_s = p(x, z_s) / q(z_s)``, Kish's effective sample size (Kong 1992; Owen 2013, section 9.3)
+
+    .. math:: \mathrm{ESS} = \frac{\big(\sum_{s=1}^S w_s\big)^2}{\sum_{s=1}^S w_s^2} \in [1, S]
+
+    equals ``S`` when all weights are equal (``q`` is the posterior) and falls towards 1 as a few weights
+    dominate; ``ESS / S`` estimates ``1 / E_q[(w / p(x))^2]``. The streaming pass carries ``log sum w`` and
+    ``log sum w^2`` side by side, so the ESS costs no extra evaluation of ``log_joint_fn``. Arguments, keys and
+    chunking are those of :func:`importance_log_likelihood`, whose value ``log_likelihood`` is.
+
+    Returns
+    -------
+    ImportanceEstimate
+        ``log_likelihood`` and ``effective_sample_size``, scalars.
+
+    Examples
+    --------
+    >>> estimate = importance_estimate(jax.random.key(0), log_joint, loc, scale, 10_000)
+    >>> float(estimate.effective_sample_size) / 10_000  # near 1 for a proposal close to the posterior
+    """
+    sums = _gaussian_proposal_sums(rng_key, log_joint_fn, proposal_loc, proposal_scale, num_samples, chunk_size)
+    return ImportanceEstimate(sums.log_sum_weights - math.log(num_samples), _effective_sample_size(sums))
 
 
 def dataset_log_likelihood(
@@ -210,27 +314,59 @@ def dataset_log_likelihood(
     ...                              num_samples=5000, variance_factor=1.5)
     >>> float(lls.mean())  # test log-likelihood in nats
     """
+    return dataset_importance_estimate(
+        rng_key, log_joint_fn, proposal_fn, images, num_samples=num_samples, chunk_size=chunk_size,
+        batch_size=batch_size, scale_factor=scale_factor, variance_factor=variance_factor,
+    ).log_likelihood
+
+
+def dataset_importance_estimate(
+    rng_key: PRNGKey,
+    log_joint_fn: Callable[[Array, Array], Array],
+    proposal_fn: Callable[[Array], tuple[Array, Array]],
+    images: ArrayLike | PyTree,
+    *,
+    num_samples: int,
+    chunk_size: int | None = None,
+    batch_size: int = 100,
+    scale_factor: float = 1.0,
+    variance_factor: float = 1.0,
+) -> ImportanceEstimate:
+    r""":func:`dataset_log_likelihood` with each data point's effective sample size, from one pass.
+
+    Data point ``i`` gets :func:`importance_estimate` with the key ``fold_in(rng_key, i)`` and the proposal of
+    :func:`dataset_log_likelihood` (same arguments, same batching), so ``log_likelihood`` is exactly what
+    :func:`dataset_log_likelihood` returns and ``effective_sample_size`` is ``(sum w)^2 / sum w^2`` of the same
+    weights.
+
+    Returns
+    -------
+    ImportanceEstimate
+        ``log_likelihood`` and ``effective_sample_size``, each ``(n,)``.
+
+    Examples
+    --------
+    >>> estimate = dataset_importance_estimate(jax.random.key(0), model.log_joint, encoder, test_images,
+    ...                                        num_samples=5000, variance_factor=1.5)
+    >>> float(estimate.effective_sample_size.mean()) / 5000  # mean ESS as a fraction of the samples
+    """
     num_samples = _check_positive_int(num_samples, "num_samples")
     batch_size = _check_positive_int(batch_size, "batch_size")
     if not scale_factor > 0 or not variance_factor > 0:
         raise ValueError(f"scale_factor and variance_factor must be positive, got {scale_factor}, {variance_factor}")
     leaves = jax.tree.leaves(images)
-    if not leaves or any(np.ndim(leaf) == 0 for leaf in leaves):
-        raise ValueError("images must be an array of shape (n, ...) or a pytree of such arrays")
-    num_points = np.shape(leaves[0])[0]
-    if any(np.shape(leaf)[0] != num_points for leaf in leaves):
-        raise ValueError(f"every array in images needs the same leading axis, got {[np.shape(a) for a in leaves]}")
+    num_points = np.shape(leaves[0])[0] if leaves and np.ndim(leaves[0]) > 0 else None  # checked below
     if num_points == 0:
-        return jnp.zeros((0,), jnp.float32)
-    batch_size = min(batch_size, num_points)
+        return ImportanceEstimate(jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32))
+    batch_size = min(batch_size, num_points or batch_size)
     if chunk_size is None:
         chunk_size = min(num_samples, max(1, _DEFAULT_SAMPLES_IN_FLIGHT // batch_size))
     chunk_size = _check_positive_int(chunk_size, "chunk_size")
     std_factor = scale_factor * math.sqrt(variance_factor)
 
-    def point_log_likelihood(index, x):
+    def point_estimate(index, x):
         loc, scale = proposal_fn(x)
-        return importance_log_likelihood(
+        return importance_estimate(
             jax.random.fold_in(rng_key, index),
             lambda z: log_joint_fn(x, z),
             loc,
@@ -240,14 +376,11 @@ def dataset_log_likelihood(
         )
 
     # jitted afresh on every call: a cached trace would keep whatever parameters the functions closed over
-    batch_log_likelihood = jax.jit(jax.vmap(point_log_likelihood))
-    results = []
-    for start in range(0, num_points, batch_size):
-        indices = np.arange(start, start + batch_size)
-        # the last batch repeats the final point so every call has one shape; its extra results are dropped
-        batch = jax.tree.map(lambda a: a[np.minimum(indices, num_points - 1)], images)
-        results.append(batch_log_likelihood(jnp.asarray(indices), batch)[: num_points - start])
-    return jnp.concatenate(results)
+    batch_estimate = jax.jit(jax.vmap(point_estimate))
+    # the last batch repeats the final point so every call has one shape (map_padded_batches checks the shapes)
+    estimate = map_padded_batches(lambda _, indices, batch: batch_estimate(jnp.asarray(indices), batch), images,
+                                  batch_size)
+    return ImportanceEstimate(*(jnp.asarray(part) for part in estimate))
 
 
 def bits_per_dim(log_likelihood_nats: ArrayLike, num_dims: int) -> Array:

@@ -12,9 +12,45 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcmcvae.evaluate.importance import bits_per_dim, dataset_log_likelihood
+from mcmcvae.batching import map_padded_batches
+from mcmcvae.evaluate.ais import dataset_ais_log_likelihood
+from mcmcvae.evaluate.importance import bits_per_dim, dataset_importance_estimate
 
-__all__ = ["method_proposals", "test_log_likelihood"]
+__all__ = ["method_proposals", "test_log_likelihood", "test_ais_log_likelihood", "summarise_log_likelihoods",
+           "load_evaluation_images"]
+
+_DYNAMIC_EVALUATION_KEY = 12345  # one fixed binarisation of the evaluation images of dynamically binarised runs
+
+
+def load_evaluation_images(config: dict, *, split: str = "test", num_images: int | None = None) -> np.ndarray:
+    """The images a run is evaluated on: its dataset's ``split``, the first ``num_images``, binarised as trained.
+
+    ``static`` runs get the 0.5 threshold; ``dynamic`` runs one fixed Bernoulli draw (key 12345), the same for
+    every run and every command (``mcmcvae evaluate``, ``mcmcvae report``), so their numbers describe the same
+    images. ``linear_hvae`` is the synthetic data of :func:`mcmcvae.hierarchical.make_dataset` with the run's
+    ``latent_sizes`` (see :func:`mcmcvae.data.load_images`).
+
+    Parameters
+    ----------
+    config
+        The run's ``config.json`` as a dict (:func:`mcmcvae.train.load_run` returns it).
+
+    Raises
+    ------
+    ValueError
+        If the config names no dataset, or ``num_images`` is not a positive integer.
+    """
+    from mcmcvae.data import binarize_dynamic, load_images
+
+    if "dataset" not in config:
+        raise ValueError("the run's config.json names no dataset; runs made with `mcmcvae train` record one "
+                         "(from Python, pass extra_config={'dataset': NAME} to the Trainer)")
+    binarize = config.get("binarize", "none")
+    images = load_images(config["dataset"], split, binarize="static" if binarize == "static" else "none",
+                         num_images=num_images, latent_sizes=config.get("latent_sizes", (10, 20)))
+    if binarize == "dynamic":
+        images = binarize_dynamic(jax.random.key(_DYNAMIC_EVALUATION_KEY), images)
+    return np.asarray(images, np.float32)
 
 
 def method_proposals(rng_key, model, method, params, state, images, *, batch_size: int = 100):
@@ -22,17 +58,9 @@ def method_proposals(rng_key, model, method, params, state, images, *, batch_siz
 
     Batch ``b`` uses the key ``fold_in(rng_key, b)``; the last batch is padded so one compiled call serves all.
     """
-    images = np.asarray(images, np.float32)
-    n = images.shape[0]
-    batch_size = min(batch_size, n)
     fn = jax.jit(lambda key, p, s, x: method.proposal(key, model, p, s, x))
-    locs, scales = [], []
-    for b, start in enumerate(range(0, n, batch_size)):
-        index = np.minimum(np.arange(start, start + batch_size), n - 1)
-        loc, scale = fn(jax.random.fold_in(rng_key, b), params, state, images[index])
-        locs.append(np.asarray(loc)[: n - start])
-        scales.append(np.asarray(scale)[: n - start])
-    return np.concatenate(locs), np.concatenate(scales)
+    return map_padded_batches(lambda b, _, batch: fn(jax.random.fold_in(rng_key, b), params, state, batch),
+                              np.asarray(images, np.float32), batch_size)
 
 
 def test_log_likelihood(rng_key, model, method, params, state, images, *, num_samples: int = 5000,
@@ -44,12 +72,16 @@ def test_log_likelihood(rng_key, model, method, params, state, images, *, num_sa
     -------
     dict
         ``test_log_likelihood`` (mean, nats), ``standard_error``, ``num_images``, ``num_samples``, the proposal
-        factors, ``bits_per_dim`` for non-Bernoulli likelihoods, and ``per_image`` (numpy array).
+        factors, ``bits_per_dim`` for non-Bernoulli likelihoods, and ``per_image`` (numpy array);
+        ``effective_sample_size`` and ``min_effective_sample_size``, the mean and the smallest over images of
+        each image's ``(sum w)^2 / sum w^2``, from the same weights (no second pass). Every value but
+        ``per_image`` is a JSON-ready number; per-image effective sample sizes come from
+        :func:`mcmcvae.evaluate.importance.dataset_importance_estimate`.
     """
     k_proposal, k_is = jax.random.split(rng_key)
     locs, scales = method_proposals(k_proposal, model, method, params, state, images, batch_size=batch_size)
     inputs = (jnp.asarray(images, jnp.float32), jnp.asarray(locs), jnp.asarray(scales))
-    per_image = dataset_log_likelihood(
+    estimate = dataset_importance_estimate(
         k_is,
         lambda data, z: model.log_joint(params, data[0], z),
         lambda data: (data[1], data[2]),
@@ -60,14 +92,59 @@ def test_log_likelihood(rng_key, model, method, params, state, images, *, num_sa
         variance_factor=variance_factor,
         scale_factor=scale_factor,
     )
-    per_image = np.asarray(per_image, np.float64)
+    summary = summarise_log_likelihoods(np.asarray(estimate.log_likelihood, np.float64), model)
+    ess = np.asarray(estimate.effective_sample_size, np.float64)
+    summary.update(estimator="importance", num_samples=int(num_samples), variance_factor=float(variance_factor),
+                   scale_factor=float(scale_factor), effective_sample_size=float(ess.mean()),
+                   min_effective_sample_size=float(ess.min()))
+    return summary
+
+
+def test_ais_log_likelihood(rng_key, model, method, params, state, images, *, num_temperatures: int = 100,
+                            num_chains: int = 16, num_leapfrog_steps: int = 5, variance_factor: float = 1.5,
+                            batch_size: int = 100, **options) -> dict:
+    """AIS log-likelihood of every image, annealing from the method's proposal (widened by ``variance_factor``).
+
+    The start distribution of image ``i``'s chains is the Gaussian that importance sampling would use
+    (:func:`method_proposals`); :func:`mcmcvae.evaluate.ais.dataset_ais_log_likelihood` anneals from it to
+    ``p(x_i, z)`` over ``num_temperatures`` sigmoidal temperatures with HMC transitions of
+    ``num_leapfrog_steps`` leapfrog steps whose step size adapts per image across temperatures. Nothing trains.
+
+    Returns
+    -------
+    dict
+        The keys of :func:`test_log_likelihood` (``test_log_likelihood``, ``standard_error``, ``num_images``,
+        ``per_image``, ``bits_per_dim`` for non-Bernoulli likelihoods), with ``estimator = "ais"``,
+        ``num_temperatures``, ``num_chains``, ``num_leapfrog_steps`` and the mean HMC ``acceptance_rate``.
+    """
+    k_proposal, k_ais = jax.random.split(rng_key)
+    locs, scales = method_proposals(k_proposal, model, method, params, state, images, batch_size=batch_size)
+    result = dataset_ais_log_likelihood(
+        k_ais,
+        lambda data, z: model.log_joint(params, data[0], z),
+        lambda data: (data[1], data[2]),
+        (np.asarray(images, np.float32), locs, scales),
+        num_temperatures=num_temperatures,
+        num_chains=num_chains,
+        num_leapfrog_steps=num_leapfrog_steps,
+        batch_size=batch_size,
+        variance_factor=variance_factor,
+        **options,
+    )
+    per_image = np.asarray(result.log_likelihood, np.float64)
+    summary = summarise_log_likelihoods(per_image, model)
+    summary.update(estimator="ais", num_temperatures=int(num_temperatures), num_chains=int(num_chains),
+                   num_leapfrog_steps=int(num_leapfrog_steps), variance_factor=float(variance_factor),
+                   acceptance_rate=float(np.mean(result.acceptance_rate)))
+    return summary
+
+
+def summarise_log_likelihoods(per_image: np.ndarray, model) -> dict:
+    """What every dataset-level estimator reports: the mean, its standard error over images, bits/dim."""
     summary = {
         "test_log_likelihood": float(per_image.mean()),
         "standard_error": float(per_image.std(ddof=1) / np.sqrt(len(per_image))) if len(per_image) > 1 else 0.0,
         "num_images": int(len(per_image)),
-        "num_samples": int(num_samples),
-        "variance_factor": float(variance_factor),
-        "scale_factor": float(scale_factor),
         "per_image": per_image,
     }
     if model.likelihood != "bernoulli":
