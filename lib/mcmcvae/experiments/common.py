@@ -92,15 +92,10 @@ def train_and_evaluate(experiment: str, tag: str, model, phases, train_images, t
     import jax
 
     from mcmcvae.evaluate.runs import test_log_likelihood
-    from mcmcvae.train import Trainer
 
     run_dir = runs_dir(experiment, out_dir) / f"{tag}-seed{seed}"
-    resume = (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir())
-    trainer = Trainer(model, phases, batch_size=batch_size, seed=seed, out_dir=run_dir, progress=progress,
-                      extra_config=extra_config)
-    tic = time.perf_counter()
-    params, state = trainer.run(train_images, resume=resume)
-    train_seconds = time.perf_counter() - tic
+    params, state, train_seconds = train_run(run_dir, model, phases, train_images, seed=seed, batch_size=batch_size,
+                                             progress=progress, extra_config=extra_config)
     # An evaluation of these very parameters with the same protocol is reused (an interrupted experiment that is
     # run again only evaluates what it has not evaluated yet).
     protocol = {"num_samples": int(num_samples), "num_images": int(len(test_images)),

@@ -43,14 +43,8 @@ SEED = 0
 
 def _run(model, phases, images, run_dir, dataset, params=None):
     """Train (resuming from ``run_dir``'s checkpoints when an earlier attempt was interrupted)."""
-    from mcmcvae.train import Trainer
-
-    resume = (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir())
-    trainer = Trainer(model, phases, batch_size=BATCH_SIZE, seed=SEED, binarize="static", out_dir=run_dir,
-                      progress=False, extra_config={"dataset": dataset})
-    tic = time.perf_counter()
-    params, state = trainer.run(images, resume=resume, params=params)
-    return params, state, time.perf_counter() - tic
+    return common.train_run(run_dir, model, phases, images, seed=SEED, params=params, batch_size=BATCH_SIZE,
+                            progress=False, extra_config={"dataset": dataset})
 
 
 def _copy(tree):

@@ -68,7 +68,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
 
     import mcmcvae as mv
     from mcmcvae.figures import plot_training_curves, save_image_grid
-    from mcmcvae.train import Phase, Trainer
+    from mcmcvae.train import Phase
 
     budget_name = "quick" if quick else (budget or "paper")
     if budget_name not in BUDGETS:
@@ -94,12 +94,9 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                               likelihood_scale=mv.distributions.logistic_scale_from_variance(0.1))
         lr = settings["learning_rate"]
         for seed in budget["seeds"]:
-            pretrain_dir = runs / f"{dataset}-pretrain-seed{seed}"
-            pretrainer = Trainer(model, [Phase(mv.methods.build("vae", learning_rate=lr), vae_epochs)],
-                                 batch_size=100, seed=seed, out_dir=pretrain_dir, progress=not quick,
-                                 extra_config={"dataset": dataset})
-            has_checkpoint = (pretrain_dir / "checkpoints").exists() and any((pretrain_dir / "checkpoints").iterdir())
-            pretrained, _ = pretrainer.run(train, resume=has_checkpoint)
+            pretrained, _, _ = common.train_run(runs / f"{dataset}-pretrain-seed{seed}", model,
+                                                [Phase(mv.methods.build("vae", learning_rate=lr), vae_epochs)], train,
+                                                seed=seed, progress=not quick, extra_config={"dataset": dataset})
             for row_name, method_name, options in METHODS:
                 if "methods" in budget and row_name not in budget["methods"]:
                     continue
@@ -134,15 +131,12 @@ def _train_from(experiment, tag, model, method, epochs, train, test, pretrained,
     import jax
 
     from mcmcvae.evaluate.runs import test_log_likelihood
-    from mcmcvae.train import Phase, Trainer
+    from mcmcvae.train import Phase
 
     run_dir = common.runs_dir(experiment, out_dir) / f"{tag}-seed{seed}"
-    resume = (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir())
-    trainer = Trainer(model, [Phase(method, epochs)], batch_size=100, seed=seed, out_dir=run_dir, progress=progress,
-                      extra_config={"dataset": dataset})
-    tic = time.perf_counter()
-    params, state = trainer.run(train, resume=resume, params=None if resume else pretrained)
-    train_seconds = time.perf_counter() - tic
+    params, state, train_seconds = common.train_run(run_dir, model, [Phase(method, epochs)], train, seed=seed,
+                                                    params=pretrained, progress=progress,
+                                                    extra_config={"dataset": dataset})
     tic = time.perf_counter()
     summary = test_log_likelihood(jax.random.key(10_000 + seed), model, method, params, state, test,
                                   num_samples=num_samples, variance_factor=1.5)
