@@ -180,8 +180,7 @@ def _evaluate(args) -> int:
     import numpy as np
 
     import mcmcvae as mv
-    from mcmcvae.evaluate.runs import (load_evaluation_images, summarise_log_likelihoods, test_ais_log_likelihood,
-                                       test_log_likelihood)
+    from mcmcvae.evaluate.runs import load_evaluation_images, test_ais_log_likelihood, test_log_likelihood
     from mcmcvae.figures import save_image_grid
     from mcmcvae.train import load_run
 
@@ -195,14 +194,6 @@ def _evaluate(args) -> int:
                                           num_temperatures=args.num_temperatures, num_chains=args.num_chains,
                                           num_leapfrog_steps=args.num_leapfrog_steps, variance_factor=args.tau,
                                           batch_size=args.batch_size)
-    elif hasattr(model, "sample_q"):
-        # A hierarchical q is no one diagonal Gaussian: importance sampling draws from q itself, every layer's
-        # conditional variance times tau, for every method, as the hierarchical experiments evaluate.
-        per_image = mv.hierarchical.log_likelihood(key, model, params, images, num_samples=args.num_samples,
-                                                   batch_size=args.batch_size, variance_factor=args.tau)
-        summary = summarise_log_likelihoods(np.asarray(per_image, np.float64), model)
-        summary.update(estimator="importance", proposal="hierarchical q", num_samples=args.num_samples,
-                       variance_factor=args.tau)
     else:
         summary = test_log_likelihood(key, model, method, params, state, images, num_samples=args.num_samples,
                                       variance_factor=args.tau, batch_size=args.batch_size)

@@ -145,19 +145,11 @@ def write_report(run_dir, *, num_samples: int = 5000, num_images: int = 1000, se
         inference_gap = log_likelihood - float(jnp.mean(bound.elbo))
         gap_se = inference_gap_se = None
     else:
-        if hasattr(model, "sample_q"):  # a hierarchical q is its own proposal, as `mcmcvae evaluate` uses it
-            from mcmcvae.hierarchical import log_likelihood as hierarchical_log_likelihood
-
-            per_image = hierarchical_log_likelihood(k_likelihood, model, params, images, num_samples=num_samples,
-                                                    batch_size=batch_size, variance_factor=1.5)
-            source = f"importance sampling here (S = {num_samples}, hierarchical q, tau = 1.5)"
-            proposal_ess = None
-        else:
-            summary = test_log_likelihood(k_likelihood, model, method, params, state, images,
-                                          num_samples=num_samples, batch_size=batch_size)
-            per_image = summary["per_image"]
-            source = f"importance sampling here (S = {num_samples}, method proposal, tau = 1.5)"
-            proposal_ess = summary["effective_sample_size"]
+        summary = test_log_likelihood(k_likelihood, model, method, params, state, images,
+                                      num_samples=num_samples, batch_size=batch_size)
+        per_image = summary["per_image"]
+        source = f"importance sampling here (S = {num_samples}, {summary['proposal']} proposal, tau = 1.5)"
+        proposal_ess = summary.get("effective_sample_size")
         log_likelihood, log_likelihood_se = _mean_and_standard_error(per_image)
         gap, gap_se = _mean_and_standard_error(variational_gap(per_image, np.asarray(bound.log_k_bound)))
         inference_gap, inference_gap_se = _mean_and_standard_error(variational_gap(per_image,

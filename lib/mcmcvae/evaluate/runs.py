@@ -68,6 +68,12 @@ def test_log_likelihood(rng_key, model, method, params, state, images, *, num_sa
                         chunk_size: int | None = None) -> dict:
     """Importance-sampling log-likelihood of every image; returns a summary dict and the per-image values.
 
+    The proposal is the method's (:func:`method_proposals`), widened by the factors. A hierarchical model's
+    ``q(z | x)`` is no single diagonal Gaussian, so for those (models with ``sample_q``) the samples come from
+    ``q`` itself with every layer's conditional variance times ``variance_factor``
+    (:func:`mcmcvae.hierarchical.log_likelihood`), for every method, as the hierarchical experiments evaluate;
+    the summary then says ``proposal = "hierarchical q"`` and has no effective sample size.
+
     Returns
     -------
     dict
@@ -78,6 +84,18 @@ def test_log_likelihood(rng_key, model, method, params, state, images, *, num_sa
         ``per_image`` is a JSON-ready number; per-image effective sample sizes come from
         :func:`mcmcvae.evaluate.importance.dataset_importance_estimate`.
     """
+    if hasattr(model, "sample_q"):
+        from mcmcvae.hierarchical import log_likelihood as hierarchical_log_likelihood
+
+        if scale_factor != 1.0:
+            raise ValueError("hierarchical models widen q by variance_factor only; leave scale_factor at 1")
+        per_image = hierarchical_log_likelihood(rng_key, model, params, images, num_samples=num_samples,
+                                                chunk_size=chunk_size, batch_size=batch_size,
+                                                variance_factor=variance_factor)
+        summary = summarise_log_likelihoods(np.asarray(per_image, np.float64), model)
+        summary.update(estimator="importance", proposal="hierarchical q", num_samples=int(num_samples),
+                       variance_factor=float(variance_factor), scale_factor=1.0)
+        return summary
     k_proposal, k_is = jax.random.split(rng_key)
     locs, scales = method_proposals(k_proposal, model, method, params, state, images, batch_size=batch_size)
     inputs = (jnp.asarray(images, jnp.float32), jnp.asarray(locs), jnp.asarray(scales))
@@ -94,8 +112,8 @@ def test_log_likelihood(rng_key, model, method, params, state, images, *, num_sa
     )
     summary = summarise_log_likelihoods(np.asarray(estimate.log_likelihood, np.float64), model)
     ess = np.asarray(estimate.effective_sample_size, np.float64)
-    summary.update(estimator="importance", num_samples=int(num_samples), variance_factor=float(variance_factor),
-                   scale_factor=float(scale_factor), effective_sample_size=float(ess.mean()),
+    summary.update(estimator="importance", proposal="method", num_samples=int(num_samples),
+                   variance_factor=float(variance_factor), scale_factor=float(scale_factor), effective_sample_size=float(ess.mean()),
                    min_effective_sample_size=float(ess.min()))
     return summary
 
