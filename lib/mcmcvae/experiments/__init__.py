@@ -17,6 +17,7 @@ REGISTRY = {
     "benchmark": "benchmark",
     "table1-loglik": "table1_loglik",
     "table2-kid": "table2_kid",
+    "table3-augmentation": "table3_augmentation",
     "hvae-gaussian": "hvae_gaussian",
     "hvae-mnist": "hvae_mnist",
     "aiwae": "aiwae",
