@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="logistic scale s or Gaussian std of the likelihood")
     train.add_argument("--learn-likelihood-scale", action="store_true")
     train.add_argument("--architecture", default="mlp", choices=("mlp", "conv"))
-    train.add_argument("--hidden-sizes", default="200,200", help="comma-separated MLP layer sizes")
+    train.add_argument("--hidden-sizes", default="200,200",
+                       help="comma-separated MLP layer sizes ('' for none: linear encoder and decoder)")
     train.add_argument("--latent-dim", type=int, default=10)
     train.add_argument("--latent-sizes", default="10,20",
                        help="linear_hvae: comma-separated layer sizes d_1,...,d_L of the generating and the learnt "
@@ -138,7 +139,7 @@ def _train(args) -> int:
         images = load_training_images(args.dataset, split="train", binarize=binarize, train_size=args.train_size)
         model = mv.models.VAE(
             image_shape=images.shape[1:], latent_dim=args.latent_dim, architecture=args.architecture,
-            hidden_sizes=tuple(_int_list(args.hidden_sizes, "--hidden-sizes")), prior=args.prior,
+            hidden_sizes=tuple(_int_list(args.hidden_sizes, "--hidden-sizes", allow_empty=True)), prior=args.prior,
             likelihood=likelihood, likelihood_scale=args.likelihood_scale,
             learn_likelihood_scale=args.learn_likelihood_scale,
         )
@@ -164,12 +165,12 @@ def _train(args) -> int:
     return 0
 
 
-def _int_list(text: str, option: str) -> list[int]:
+def _int_list(text: str, option: str, *, allow_empty: bool = False) -> list[int]:
     try:
         values = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise ValueError(f"{option} takes comma-separated positive integers, got {text!r}") from None
-    if not values or min(values) < 1:
+    if (not values and not allow_empty) or (values and min(values) < 1):
         raise ValueError(f"{option} takes comma-separated positive integers, got {text!r}")
     return values
 
