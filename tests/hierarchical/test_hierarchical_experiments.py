@@ -24,3 +24,15 @@ def test_linear_hvae_quick_shrinks_the_condition_number(tmp_path):
     gradients = {r["method"]: r["value"] for r in rows if r["metric"] == "gradient_evaluations"}
     assert gradients["window-mala"] == 1 + linear_hvae.QUICK["window_steps"]
     assert (tmp_path / "linear-hvae.md").read_text().startswith("# linear-hvae")
+
+
+def test_linear_hvae_budgets_cut_only_what_they_say(tmp_path):
+    """``--budget cpu`` keeps the paper's schedule except the 50-100 MCMC phase; an unknown budget is refused by
+    name before anything trains."""
+    paper, cpu = linear_hvae.BUDGETS["paper"], linear_hvae.BUDGETS["cpu"]
+    assert cpu["schedules"]["10-20"] == paper["schedules"]["10-20"]
+    assert cpu["schedules"]["50-100"]["vae_epochs"] == paper["schedules"]["50-100"]["vae_epochs"]
+    assert cpu["schedules"]["50-100"]["mcmc_epochs"] < paper["schedules"]["50-100"]["mcmc_epochs"]
+    assert cpu["methods"] == paper["methods"] and cpu["window"] == paper["window"]
+    with pytest.raises(ValueError, match="unknown budget 'gpu'.*paper, cpu, quick"):
+        linear_hvae.run(budget="gpu", out_dir=tmp_path)

@@ -53,6 +53,15 @@ FULL = {
     "window": ("mala", "hmc"),
     "window_steps": 20_000,
 }
+# What fits a 2-core CPU in about an hour: the 10-20 model at the paper's schedule; the 50-100 model with the paper's
+# 5000 hVAE epochs but a fifth of its MCMC epochs (gradhmc-lt alone takes about 1.2 s of CPU an epoch here).
+CPU = {
+    "schedules": {"10-20": FULL["schedules"]["10-20"],
+                  "50-100": {"vae_epochs": 5000, "mcmc_epochs": 1000, "num_mcmc_steps": 10}},
+    "methods": FULL["methods"],
+    "window": FULL["window"],
+    "window_steps": FULL["window_steps"],
+}
 # Compiling each method's training epoch costs 15-25 s of CPU here, so --quick runs the two speed-measure MALA
 # methods (what its check compares) and the MALA window adaptation only.
 QUICK = {
@@ -62,6 +71,7 @@ QUICK = {
     "window": ("mala",),
     "window_steps": 2000,
 }
+BUDGETS = {"paper": FULL, "cpu": CPU, "quick": QUICK}
 BATCH_SIZE = 100
 LEARNING_RATE = 1e-3
 NUM_INTEGRATION_STEPS = 2  # L of the HMC methods and of the HMC window adaptation
@@ -129,13 +139,15 @@ def _window_reference(kind, exact, x0, num_steps):
             int(results.num_gradient_evaluations), float(np.mean(results.acceptance_rate)))
 
 
-def run_dims(dims: str, *, quick: bool) -> tuple[list[dict], dict]:
-    """Train and evaluate every method for one pair of layer sizes; returns result rows and a summary."""
+def run_dims(dims: str, *, budget: str = "paper") -> tuple[list[dict], dict]:
+    """Train and evaluate every method for one pair of layer sizes under ``budget`` (a key of ``BUDGETS``);
+    returns result rows and a summary."""
     import mcmcvae as mv
     from mcmcvae import hierarchical
     from mcmcvae.train import Phase, Trainer
 
-    budget = QUICK if quick else FULL
+    budget_name, quick = budget, budget == "quick"
+    budget = BUDGETS[budget_name]
     schedule = budget["schedules"][dims]
     sizes = DIMS[dims]
     train = hierarchical.make_dataset(sizes, split="train", seed=SEED)
@@ -155,7 +167,7 @@ def run_dims(dims: str, *, quick: bool) -> tuple[list[dict], dict]:
     rows, table = [], []
 
     def add(method, metric, value, **extra):
-        rows.append(common.row(NAME, dims, method, metric, value, None, 1, quick=quick, **extra))
+        rows.append(common.row(NAME, dims, method, metric, value, None, 1, quick=quick, budget=budget_name, **extra))
 
     # hVAE phase
     tic, cpu = time.perf_counter(), _cpu_seconds()
@@ -217,17 +229,23 @@ def run_dims(dims: str, *, quick: bool) -> tuple[list[dict], dict]:
     return rows, summary
 
 
-def run(*, quick: bool = False, out_dir=None, dims=tuple(DIMS)):
-    """Run the experiment (both latent sizes unless ``dims`` names a subset, e.g. ``("10-20",)``); write results."""
-    budget = QUICK if quick else FULL
+def run(*, quick: bool = False, out_dir=None, budget: str | None = None, dims=tuple(DIMS)):
+    """Run the experiment (both latent sizes unless ``dims`` names a subset, e.g. ``("10-20",)``); write results.
+
+    ``budget``: ``paper`` (the default: the paper's schedules), ``cpu`` (the 50-100 MCMC phase cut, see ``CPU``);
+    ``quick=True`` is the smoke test."""
+    budget_name = "quick" if quick else (budget or "paper")
+    if budget_name not in BUDGETS:
+        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
     tic, cpu = time.perf_counter(), _cpu_seconds()
     rows, summaries = [], []
     for name in dims:
-        dims_rows, summary = run_dims(name, quick=quick)
+        dims_rows, summary = run_dims(name, budget=budget_name)
         rows += dims_rows
         summaries.append(summary)
     minutes, cpu_minutes = (time.perf_counter() - tic) / 60, (_cpu_seconds() - cpu) / 60
-    return common.write_results(NAME, rows, _markdown(summaries, rows, budget, quick, minutes, cpu_minutes), out_dir)
+    markdown = _markdown(summaries, rows, budget_name, minutes, cpu_minutes)
+    return common.write_results(NAME, rows, markdown, out_dir)
 
 
 def check_preconditioning(rows: list[dict], dims: str) -> dict:
@@ -244,16 +262,24 @@ def check_preconditioning(rows: list[dict], dims: str) -> dict:
             "passed": lower < posterior / 5 and lower <= diagonal}
 
 
-def _markdown(summaries, rows, budget, quick, minutes, cpu_minutes) -> str:
+def _markdown(summaries, rows, budget_name, minutes, cpu_minutes) -> str:
+    budget, quick = BUDGETS[budget_name], budget_name == "quick"
     header = ["method", "cond(Sigma_{z|x}^{-1})", "cond(C^T Sigma_{z|x}^{-1} C)", "log-lik gap (nats)", "h",
               "acceptance", "gradient evaluations", "seconds (CPU s)"]
-    command = f"mcmcvae experiment linear-hvae{' --quick' if quick else ''}"
+    option = {"quick": " --quick", "paper": ""}.get(budget_name, f" --budget {budget_name}")
+    command = f"mcmcvae experiment linear-hvae{option}"
     parts = ["# linear-hvae: learnt preconditioners on a linear hierarchical VAE\n\n"
              + f"Regenerate with `{command}` (this file and `linear-hvae.json`).\n"]
     if quick:
         parts.append("**Quick run: short schedules and gradmala with a diagonal and a lower-triangular C only, for "
                      "smoke testing; the condition numbers still show what a lower-triangular C does, the "
                      "log-likelihood gaps mean little.**\n")
+    elif budget_name != "paper":
+        cuts = [f"{dims}: {budget['schedules'][dims]['mcmc_epochs']} MCMC epochs (paper: "
+                f"{FULL['schedules'][dims]['mcmc_epochs']})" for dims in DIMS
+                if budget["schedules"][dims] != FULL["schedules"][dims]]
+        parts.append(f"**Budget `{budget_name}`, cut from the paper's:** {'; '.join(cuts)}; everything else as the "
+                     "paper's schedule below.\n")
     for summary in summaries:
         dims, schedule = summary["dims"], summary["schedule"]
         compared = {"gradmala-lt", "gradmala-diag"} <= set(budget["methods"])

@@ -39,7 +39,7 @@ DATASETS = {
 BUDGETS = {
     "paper": {"vae_epochs": None, "mcmc_epochs": 10, "seeds": (0, 1, 2), "num_samples": 10_000,
               "train_size": None, "test_images": None, "datasets": tuple(DATASETS)},
-    "cpu": {"vae_epochs": 10, "mcmc_epochs": 1, "seeds": (0,), "num_samples": 500,
+    "cpu": {"vae_epochs": 20, "mcmc_epochs": 2, "seeds": (0,), "num_samples": 1000,
             "train_size": None, "test_images": 1000, "datasets": ("mnist", "fashion_mnist")},
     # The smoke test covers each code path once (plain VAE, dual averaging with HMC, speed measure with a full C).
     "quick": {"vae_epochs": 1, "mcmc_epochs": 1, "seeds": (0,), "num_samples": 16,
