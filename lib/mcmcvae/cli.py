@@ -112,7 +112,7 @@ def main(argv=None) -> int:
 def load_training_images(dataset: str, *, split: str, binarize: str, train_size: int | None = None, seed: int = 0,
                          latent_sizes=(10, 20)):
     """Images of a dataset split, cut to ``train_size`` and binarised as the run asks (static: threshold 0.5);
-    :func:`mcmcvae.data.load_images` (kept under this name for the experiments)."""
+    :func:`mcmcvae.data.load_images` with the CLI's ``--binarize`` words."""
     import mcmcvae as mv
 
     return mv.data.load_images(dataset, split, binarize="static" if binarize == "static" else "none",
@@ -147,6 +147,7 @@ def _train(args) -> int:
                "num_integration_steps": args.num_leapfrog_steps, "preconditioner": args.preconditioner}
     if args.num_samples is not None:
         options["num_samples"] = args.num_samples
+    options["num_data"] = images.shape[0]  # vcd's per-image control variates (other methods ignore it)
     if method_name in AMORTISED:
         phases = [Phase(mv.methods.build(method_name, **options), args.epochs)]
     else:

@@ -69,6 +69,7 @@ def ais_log_likelihoods(rng_key, model, params, images, *, num_temperatures: int
 
 def summarise_model(rng_key, model, params, test, train, budget) -> dict:
     """NLL (AIS), NVLB (-L_S), the two gaps and the active units of one trained model."""
+    from mcmcvae.evaluate.diagnostics import active_units
     from mcmcvae.experiments.vcd import importance_log_likelihoods
 
     k_test, k_train, k_bound = jax.random.split(rng_key, 3)
@@ -80,7 +81,7 @@ def summarise_model(rng_key, model, params, test, train, budget) -> dict:
     bound = importance_log_likelihoods(k_bound, model, params, test, np.asarray(loc), np.asarray(scale),
                                        num_samples=budget["num_samples_bound"])
     nvlb = -bound.mean()
-    active = int(np.sum(np.var(np.asarray(loc, np.float64), axis=0) > 0.01))
+    active = int(active_units(k_bound, model, params, test, num_samples=None).num_active)  # exact Gaussian means
     return {"nll": nll_test, "nvlb": nvlb, "variational_gap": nvlb - nll_test,
             "generalisation_gap": nll_test - nll_train, "nll_train": nll_train, "active_units": active}
 

@@ -60,15 +60,15 @@ def run_case(dataset: str, num_layers: int, *, quick: bool, out_dir=None) -> lis
 
     import mcmcvae as mv
     from mcmcvae import hierarchical
-    from mcmcvae.cli import load_training_images
+    from mcmcvae.data import load_images
     from mcmcvae.evaluate.generative import model_kid
     from mcmcvae.train import Phase
 
     budget = QUICK if quick else FULL
     sizes = LAYERS[num_layers]
-    train = load_training_images(dataset, split="train", binarize="static", train_size=budget["train_size"])
-    test = load_training_images(dataset, split="test", binarize="static", train_size=budget["test_images"])
-    kid_test = load_training_images(dataset, split="test", binarize="static", train_size=budget["kid_images"])
+    train = load_images(dataset, "train", binarize="static", num_images=budget["train_size"])
+    test = load_images(dataset, "test", binarize="static", num_images=budget["test_images"])
+    kid_test = load_images(dataset, "test", binarize="static", num_images=budget["kid_images"])
     reference = common.reference_features(f"{dataset}-test", kid_test, resize_to=budget["kid_resize_to"],
                                           out_dir=out_dir)
     model = hierarchical.TopDownHVAE(image_shape=train.shape[1:], latent_sizes=sizes, hidden_sizes=HIDDEN_SIZES,

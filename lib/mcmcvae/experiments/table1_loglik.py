@@ -53,13 +53,11 @@ K, L = 10, 2
 
 
 def _load(dataset, budget):
-    import mcmcvae as mv
-    from mcmcvae.cli import load_training_images
+    from mcmcvae.data import load_images
 
     binarize = "static" if DATASETS[dataset]["likelihood"] == "bernoulli" else "none"
-    train = load_training_images(dataset, split="train", binarize=binarize, train_size=budget["train_size"])
-    test = load_training_images(dataset, split="test", binarize=binarize, train_size=budget["test_images"])
-    del mv
+    train = load_images(dataset, "train", binarize=binarize, num_images=budget["train_size"])
+    test = load_images(dataset, "test", binarize=binarize, num_images=budget["test_images"])
     return train, test
 
 

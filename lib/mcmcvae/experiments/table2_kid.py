@@ -52,7 +52,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     import jax
 
     import mcmcvae as mv
-    from mcmcvae.cli import load_training_images
+    from mcmcvae.data import load_images
     from mcmcvae.evaluate.generative import generate_images, model_kid
     from mcmcvae.figures import save_image_grid
     from mcmcvae.train import Phase
@@ -70,8 +70,8 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     rows, unavailable = [], []
     for dataset in budget["datasets"]:
         try:
-            train = load_training_images(dataset, split="train", binarize="static", train_size=budget["train_size"])
-            test = load_training_images(dataset, split="test", binarize="static", train_size=budget["kid_images"])
+            train = load_images(dataset, "train", binarize="static", num_images=budget["train_size"])
+            test = load_images(dataset, "test", binarize="static", num_images=budget["kid_images"])
         except mv.data.DataNotFoundError:
             unavailable.append(dataset)
             continue

@@ -27,15 +27,15 @@ PUBLISHED = -111.20  # Ruiz and Titsias (2019), Table 2, standard VAE, same arch
 
 def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     import mcmcvae as mv
-    from mcmcvae.cli import load_training_images
+    from mcmcvae.data import load_images
     from mcmcvae.train import Phase
 
     budget_name = "quick" if quick else (budget or "full")
     if budget_name not in BUDGETS:
         raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
     budget = BUDGETS[budget_name]
-    train = load_training_images("mnist", split="train", binarize="static", train_size=budget["train_size"])
-    test = load_training_images("mnist", split="test", binarize="static", train_size=budget["test_images"])
+    train = load_images("mnist", "train", binarize="static", num_images=budget["train_size"])
+    test = load_images("mnist", "test", binarize="static", num_images=budget["test_images"])
     model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=10, hidden_sizes=(200, 200))
     results = []
     for seed in budget["seeds"]:
