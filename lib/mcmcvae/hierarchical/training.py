@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcmcvae.batching import map_padded_batches
+from mcmcvae.evaluate.importance import _streaming_log_weight_sums
 from mcmcvae.types import Array, Params, PRNGKey
 
 __all__ = ["FreezeParams", "log_likelihood"]
@@ -59,8 +61,16 @@ class FreezeParams:
     def init(self, rng_key: PRNGKey, model, params: Params):
         return self.method.init(rng_key, model, params)
 
-    def step(self, rng_key: PRNGKey, model, params: Params, state, images: Array):
-        new_params, state, metrics = self.method.step(rng_key, model, params, state, images)
+    @property
+    def uses_data_indices(self) -> bool:
+        return bool(getattr(self.method, "uses_data_indices", False))
+
+    @property
+    def num_data(self):
+        return getattr(self.method, "num_data", None)
+
+    def step(self, rng_key: PRNGKey, model, params: Params, state, images: Array, **kwargs):
+        new_params, state, metrics = self.method.step(rng_key, model, params, state, images, **kwargs)
         return {**new_params, **{group: params[group] for group in self.groups}}, state, metrics
 
     def proposal(self, rng_key: PRNGKey, model, params: Params, state, images: Array):
@@ -73,30 +83,31 @@ class FreezeParams:
         return {**self.method.config(), "frozen_groups": list(self.groups)}
 
 
-def _batch_log_likelihood(rng_key, model, params, images, num_samples: int, chunk_size: int, scale_factor: float):
-    """``log (1/S) sum_s w_s`` per image of one batch, streaming over chunks of samples."""
-    num_chunks = num_samples // chunk_size
+def _image_log_likelihood(rng_key, model, params, image, num_samples: int, chunk_size: int, scale_factor: float):
+    """``log (1/S) sum_s w_s`` for one image, streaming over chunks of samples (chunk ``c`` from
+    ``fold_in(rng_key, c)``)."""
+    images = image[None]
 
-    def body(carry, chunk):
-        running_max, running_sum = carry
-        z, log_q = model.sample_q(jax.random.fold_in(rng_key, chunk), params, images, chunk_size,
+    def chunk_log_weights(chunk_index, _):
+        z, log_q = model.sample_q(jax.random.fold_in(rng_key, chunk_index), params, images, chunk_size,
                                   scale_factor=scale_factor)
         log_p = jax.vmap(model.log_joint_batch, in_axes=(None, None, 0))(params, images, z)
-        log_w = log_p - log_q  # (chunk, n)
-        new_max = jnp.maximum(running_max, jnp.max(log_w, axis=0))
-        running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(jnp.exp(log_w - new_max), axis=0)
-        return (new_max, running_sum), None
+        return (log_p - log_q)[:, 0]
 
-    n = images.shape[0]
-    init = (jnp.full((n,), -jnp.inf), jnp.zeros((n,)))
-    (running_max, running_sum), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
-    return running_max + jnp.log(running_sum) - math.log(num_chunks * chunk_size)
+    sums = _streaming_log_weight_sums(chunk_log_weights, num_samples, chunk_size, jnp.result_type(float))
+    return sums.log_sum_weights - math.log(num_samples)
 
 
 @functools.lru_cache(maxsize=16)
 def _compiled_batch_log_likelihood(model, num_samples: int, chunk_size: int, scale_factor: float):
-    """One jitted batch estimator per (model, S, chunk, tau): repeated evaluations do not recompile."""
-    return jax.jit(lambda key, p, x: _batch_log_likelihood(key, model, p, x, num_samples, chunk_size, scale_factor))
+    """One jitted batch estimator per (model, S, chunk, tau): repeated evaluations do not recompile. Image ``i``
+    of the data set draws from ``fold_in(rng_key, i)``."""
+    def batch(rng_key, params, indices, images):
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng_key, indices)
+        return jax.vmap(_image_log_likelihood, in_axes=(0, None, None, 0, None, None, None))(
+            keys, model, params, images, num_samples, chunk_size, scale_factor)
+
+    return jax.jit(batch)
 
 
 def log_likelihood(rng_key: PRNGKey, model, params: Params, images, *, num_samples: int = 1000,
@@ -114,7 +125,8 @@ def log_likelihood(rng_key: PRNGKey, model, params: Params, images, *, num_sampl
     Parameters
     ----------
     rng_key
-        Batch ``b`` uses ``fold_in(rng_key, b)``; chunk ``c`` within it ``fold_in`` of that.
+        Image ``i`` uses ``fold_in(rng_key, i)``, its chunk ``c`` ``fold_in`` of that: the estimate of an image
+        does not depend on ``batch_size`` or on the other images.
     model
         A hierarchical model (:class:`mcmcvae.hierarchical.TopDownHVAE` or ``LinearHVAE``).
     params
@@ -122,7 +134,7 @@ def log_likelihood(rng_key: PRNGKey, model, params: Params, images, *, num_sampl
     images
         ``(n, H, W, C)``.
     num_samples
-        S, rounded down to a multiple of ``chunk_size``.
+        S (any positive integer; the last chunk's surplus draws are masked out).
     chunk_size
         Samples drawn at a time (default ``min(S, 100)``).
     batch_size
@@ -140,14 +152,13 @@ def log_likelihood(rng_key: PRNGKey, model, params: Params, images, *, num_sampl
     >>> values = log_likelihood(jax.random.key(0), model, params, test_images, num_samples=1000)
     """
     images = np.asarray(images, np.float32)
-    n = images.shape[0]
+    if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    num_samples = int(num_samples)
     chunk_size = min(num_samples, 100) if chunk_size is None else int(chunk_size)
-    if num_samples < chunk_size or chunk_size < 1:
-        raise ValueError(f"num_samples ({num_samples}) must be at least chunk_size ({chunk_size}) >= 1")
-    batch_size = min(batch_size, n)
-    fn = _compiled_batch_log_likelihood(model, num_samples, chunk_size, math.sqrt(variance_factor))
-    out = []
-    for b, start in enumerate(range(0, n, batch_size)):
-        index = np.minimum(np.arange(start, start + batch_size), n - 1)
-        out.append(np.asarray(fn(jax.random.fold_in(rng_key, b), params, images[index]))[: n - start])
-    return np.concatenate(out).astype(np.float64)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    fn = _compiled_batch_log_likelihood(model, num_samples, min(chunk_size, num_samples), math.sqrt(variance_factor))
+    per_image = map_padded_batches(lambda _, indices, batch: fn(rng_key, params, jnp.asarray(indices), batch),
+                                   images, batch_size)
+    return per_image.astype(np.float64)
