@@ -106,3 +106,35 @@ def test_two_host_devices_shard_the_batch(tmp_path):
                    "Trainer(mv.models.VAE((8,8,1),2), [], batch_size=3)"
         res = subprocess.run([sys.executable, "-c", exec_env], env=env, capture_output=True, text=True, timeout=120)
         raise ValueError(res.stderr)
+
+
+class _RecordIndices:
+    """A method that trains nothing and records, per training image, how often it was stepped on and the pixel
+    value it saw there: the trainer must hand it each batch's own training-set indices."""
+
+    name = "record"
+    uses_data_indices = True
+
+    def __init__(self, num_data):
+        self.num_data = num_data
+
+    def init(self, rng_key, model, params):
+        return {"visits": jax.numpy.zeros(self.num_data), "seen": jax.numpy.zeros(self.num_data)}
+
+    def step(self, rng_key, model, params, state, images, indices):
+        return params, {"visits": state["visits"].at[indices].add(1.0),
+                        "seen": state["seen"].at[indices].add(images[:, 0, 0, 0])}, {"loss": jax.numpy.zeros(())}
+
+    def config(self):
+        return {"name": self.name, "num_data": self.num_data}
+
+
+def test_methods_with_per_image_state_get_each_batch_s_indices():
+    n = 40
+    images = np.broadcast_to((np.arange(n, dtype=np.float32) / n)[:, None, None, None], (n, 8, 8, 1)).copy()
+    model = mv.models.VAE((8, 8, 1), 2, hidden_sizes=(), likelihood="gaussian")
+    _, state = Trainer(model, [Phase(_RecordIndices(n), 3)], batch_size=10, seed=0, progress=False).run(images)
+    np.testing.assert_array_equal(np.asarray(state["visits"]), np.full(n, 3.0))  # every image once an epoch
+    np.testing.assert_allclose(np.asarray(state["seen"]), 3.0 * np.arange(n) / n, rtol=1e-6)
+    with pytest.raises(ValueError, match="num_data=30 training images but is given 40; build it with num_data=40"):
+        Trainer(model, [Phase(_RecordIndices(30), 1)], batch_size=10, progress=False).run(images)

@@ -49,6 +49,12 @@ class Phase:
     num_epochs: int
 
 
+def _uses_data_indices(method) -> bool:
+    """Whether ``method.step`` takes ``indices=``, the batch's positions in the training set (see
+    :attr:`mcmcvae.methods.vcd.VCD.uses_data_indices`)."""
+    return bool(getattr(method, "uses_data_indices", False))
+
+
 def _data_sharding():
     mesh = Mesh(np.array(jax.devices()), ("data",))
     return NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
@@ -115,6 +121,7 @@ class Trainer:
         model, method = self.model, self.phases[phase_index].method
         batch_size, binarize = self.batch_size, self.binarize
         num_batches = num_images // batch_size
+        uses_indices = _uses_data_indices(method)
         batch_sharding, _ = _data_sharding()
 
         def epoch(params, state, images, rng_key):
@@ -130,7 +137,10 @@ class Trainer:
                 if binarize == "dynamic":
                     batch = jax.random.bernoulli(jax.random.fold_in(k_bin, index), batch).astype(batch.dtype)
                 batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-                params, state, metrics = method.step(jax.random.fold_in(k_step, index), model, params, state, batch)
+                # methods with per-image state (vcd's control variates) also get the images' training-set indices
+                extra = {"indices": batch_order} if uses_indices else {}
+                params, state, metrics = method.step(jax.random.fold_in(k_step, index), model, params, state, batch,
+                                                     **extra)
                 return (params, state), metrics
 
             (params, state), metrics = jax.lax.scan(body, (params, state), (jnp.arange(num_batches), order))
@@ -165,6 +175,11 @@ class Trainer:
             self.model.validate_images(images)
         if images.shape[0] < self.batch_size:
             raise ValueError(f"{images.shape[0]} training images are fewer than one batch of {self.batch_size}")
+        for phase in self.phases:
+            if _uses_data_indices(phase.method) and phase.method.num_data != images.shape[0]:
+                raise ValueError(f"method {phase.method.name!r} keeps per-image state for num_data="
+                                 f"{phase.method.num_data} training images but is given {images.shape[0]}; build it "
+                                 f"with num_data={images.shape[0]}")
         _, replicated = _data_sharding()
         device_images = jax.device_put(images, replicated)
 

@@ -93,7 +93,7 @@ def test_control_variate_is_global_then_per_data_point():
     np.testing.assert_allclose(state["local"][indices], 0.9 * switched[indices] + 0.1 * jnp.array([-1.0, -2.0]),
                                rtol=1e-6)
     np.testing.assert_allclose(np.delete(np.asarray(state["local"]), [1, 4]), np.delete(np.asarray(switched), [1, 4]))
-    # without indices (the shared trainer) the control variate stays global
+    # without indices (a caller that does not know them) the control variate stays global
     assert method._baseline(state, 2, None).shape == (2,)
     np.testing.assert_allclose(method._baseline(state, 2, None), state["global"])
 
@@ -135,6 +135,20 @@ def test_proposal_is_frozen_and_moves_towards_the_posterior():
 
 
 
+def test_trainer_keeps_one_control_variate_per_training_image():
+    """Under the shared trainer vcd reaches its per-point stage: with the wait at 0, one epoch over 20 images in
+    batches of 10 moves every image's own control variate away from 0 by (1 - 0.9) f(z_t)."""
+    from mcmcvae.train import Phase, Trainer
+
+    model = mv.models.VAE((DATA_DIM, 1, 1), DIM, hidden_sizes=(), likelihood="gaussian", likelihood_scale=NOISE)
+    images = np.random.default_rng(3).random((20, DATA_DIM, 1, 1)).astype(np.float32)
+    method = mv.methods.build("vcd", num_data=20, control_variate_wait=0, num_mcmc_steps=2, num_integration_steps=2)
+    assert method.uses_data_indices
+    _, state = Trainer(model, [Phase(method, 1)], batch_size=10, seed=0, progress=False).run(images)
+    local = np.asarray(state["control_variate"]["local"])
+    assert local.shape == (20,) and np.all(local != 0.0) and int(state["control_variate"]["iteration"]) == 2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vcd", "hoffman"])
 def test_cli_trains_after_vae_epochs(name, tmp_path, mnist_available):
@@ -146,3 +160,5 @@ def test_cli_trains_after_vae_epochs(name, tmp_path, mnist_available):
     assert [r["method"] for r in rows] == [name] and 0.0 < rows[-1]["acceptance_rate"] <= 1.0
     config = json.loads((out / "config.json").read_text())
     assert config["phases"][-1]["method"]["num_mcmc_steps"] == 2
+    if name == "vcd":  # one control variate per training image
+        assert config["phases"][-1]["method"]["num_data"] == 100

@@ -150,14 +150,14 @@ def evaluate(rng_key, model, method, params, state, images, *, num_samples_ours:
 def _method(name: str, num_data: int, learning_rate: float):
     import mcmcvae as mv
 
-    # vcd keeps per-point control variates if it is ever given data indices (the shared trainer gives none)
+    # vcd keeps one control variate per training image (the trainer passes each batch's indices)
     extra = {"num_data": num_data} if name == "vcd" else {}
     return mv.methods.build(name, learning_rate=learning_rate, **extra)
 
 
 def run(*, quick: bool = False, out_dir=None):
     import mcmcvae as mv
-    from mcmcvae.cli import load_training_images
+    from mcmcvae.data import load_images
     from mcmcvae.train import Phase, Trainer
 
     budget = QUICK if quick else FULL
@@ -166,8 +166,8 @@ def run(*, quick: bool = False, out_dir=None):
     runs = common.runs_dir(NAME, out_dir)
     rows, body, timings = [], [], {}
     for dataset in budget["datasets"]:
-        train = load_training_images(dataset, split="train", binarize="static", train_size=budget["train_size"])
-        test = load_training_images(dataset, split="test", binarize="static", train_size=budget["test_images"])
+        train = load_images(dataset, "train", binarize="static", num_images=budget["train_size"])
+        test = load_images(dataset, "test", binarize="static", num_images=budget["test_images"])
 
         def fit(tag, phases, params=None, dataset=dataset, train=train):
             run_dir = runs / f"{dataset}-{tag}-seed{seed}"
@@ -223,8 +223,7 @@ likelihood, batch 100, Adam. A VAE is trained for {'MNIST 90 / Fashion-MNIST 290
 each method, `vae` included, then trains from it for {budget['mcmc_epochs']} epochs with a fresh optimiser.
 hoffman and vcd: t = 8 HMC transitions of L = 5 leapfrog steps, step size from 0.5 / d adapted towards acceptance
 0.9 (h <- h (1 + 0.01 (a - 0.9) / 0.9)) after every transition; vcd's control variate is global for the first
-3000 iterations, then per data point (the trainer does not pass data indices, so here it stays global: see
-docs/methods.md). Evaluation on {'the first ' + str(budget['test_images']) if budget['test_images'] else 'all 10000'}
+3000 iterations, then per data point. Evaluation on {'the first ' + str(budget['test_images']) if budget['test_images'] else 'all 10000'}
 test images: ours with S = {budget['num_samples_ours']}; the VCD protocol with S = {budget['num_samples_vcd']} and
 {budget['burn_in']} + {budget['sampling']} HMC transitions. Seed {seed}.
 

@@ -26,8 +26,8 @@ each, identity mass matrix, one step size ``h`` shared by all chains) targeting 
   control variate ``b``, the third at fixed ``z_t``. The control variate is an exponential moving average of
   ``f(z_t)`` (decay 0.9): one global value for the first ``control_variate_wait`` = 3000 iterations, then one per
   data point. The per-point stage needs each image's index in the training set: :meth:`VCD.step` takes it as
-  ``indices``; the shared trainer passes only images, so under it the global control variate is used
-  throughout (see ``docs/methods.md``).
+  ``indices``, which the shared trainer passes to every method whose ``uses_data_indices`` is true (``vcd``
+  built with ``num_data``, the training-set size; ``mcmcvae train`` sets it).
 
 HMC: ``t = 8`` transitions of ``L = 5`` leapfrog steps (:mod:`mcmcvae.kernels.hmc`, ``C = I``) from
 ``stop_gradient(z_0)``; the step size starts at ``0.5 / d`` and, after each of the first ``num_burn_in_steps``
