@@ -222,9 +222,12 @@ def _markdown(rows, budget_name, budget, unavailable, quick):
             result = verdict(dataset_rows, dataset, metric)
             if result is not None:
                 best, best_value, rivals, passed = result
-                checks.append(f"- {label}: the best speed-measure method, {best} ({best_value:.2f}), "
-                              f"{'beats' if passed else 'does NOT beat'} "
-                              + ", ".join(f"{m} ({v:.2f})" for m, v in rivals.items()) + ".")
+                beaten = [f"{m} ({v:.2f})" for m, v in rivals.items() if best_value > v]
+                unbeaten = [f"{m} ({v:.2f})" for m, v in rivals.items() if best_value <= v]
+                checks.append(f"- {label}: the best speed-measure method is {best} ({best_value:.2f}); it beats "
+                              f"{', '.join(beaten) or 'none of vae, dsmala, dshmc'}"
+                              + (f" but not {', '.join(unbeaten)}" if unbeaten else "")
+                              + f": the criterion {'holds' if passed else 'DOES NOT hold'}.")
         n = budget["ais_images"]
         tables.append(f"### {dataset}\n\n" + common.markdown_table(
             ["method", "test log-likelihood (nats)", "std over seeds", "seeds", f"IS, first {n} test images",
