@@ -32,6 +32,15 @@ def results_dir(out_dir=None) -> pathlib.Path:
     return path
 
 
+def budget_name(budgets: dict, quick: bool, budget: str | None, default: str = "paper") -> str:
+    """The budget an experiment runs with: ``quick`` for ``--quick``, else ``budget`` or ``default``; an unknown
+    name is refused with the valid ones."""
+    name = "quick" if quick else (budget or default)
+    if name not in budgets:
+        raise ValueError(f"unknown budget {name!r}; choose one of {', '.join(budgets)}")
+    return name
+
+
 def runs_dir(name: str, out_dir=None) -> pathlib.Path:
     """Where an experiment keeps its training runs (checkpoints, metrics): never inside results/."""
     base = pathlib.Path(out_dir) / "runs" if out_dir is not None else pathlib.Path.cwd() / "runs"

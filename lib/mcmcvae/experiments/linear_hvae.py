@@ -234,9 +234,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None, dims=tu
 
     ``budget``: ``paper`` (the default: the paper's schedules), ``cpu`` (the 50-100 MCMC phase cut, see ``CPU``);
     ``quick=True`` is the smoke test."""
-    budget_name = "quick" if quick else (budget or "paper")
-    if budget_name not in BUDGETS:
-        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
+    budget_name = common.budget_name(BUDGETS, quick, budget)
     tic, cpu = time.perf_counter(), _cpu_seconds()
     rows, summaries = [], []
     for name in dims:

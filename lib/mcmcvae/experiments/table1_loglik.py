@@ -74,9 +74,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     from mcmcvae.figures import plot_training_curves, save_image_grid
     from mcmcvae.train import Phase
 
-    budget_name = "quick" if quick else (budget or "paper")
-    if budget_name not in BUDGETS:
-        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
+    budget_name = common.budget_name(BUDGETS, quick, budget)
     budget = BUDGETS[budget_name]
     runs = common.runs_dir(NAME, out_dir) / budget_name
     figures = common.results_dir(out_dir) / "figures" / NAME

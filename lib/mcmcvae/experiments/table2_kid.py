@@ -57,9 +57,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     from mcmcvae.figures import save_image_grid
     from mcmcvae.train import Phase
 
-    budget_name = "quick" if quick else (budget or "paper")
-    if budget_name not in BUDGETS:
-        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
+    budget_name = common.budget_name(BUDGETS, quick, budget)
     budget = BUDGETS[budget_name]
     methods = [m for m in METHODS if m[0] in budget.get("methods", [m[0] for m in METHODS])]
     runs = common.runs_dir(NAME, out_dir) / budget_name

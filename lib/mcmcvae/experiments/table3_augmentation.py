@@ -357,9 +357,7 @@ class ClassifierTrainer:
 
 # --------------------------------------------------------------------------------------------- experiment
 def _budget(quick: bool, budget: str | None) -> tuple[str, dict]:
-    budget_name = "quick" if quick else (budget or "paper")
-    if budget_name not in BUDGETS:
-        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
+    budget_name = common.budget_name(BUDGETS, quick, budget)
     return budget_name, BUDGETS[budget_name]
 
 

@@ -30,9 +30,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     from mcmcvae.data import load_images
     from mcmcvae.train import Phase
 
-    budget_name = "quick" if quick else (budget or "full")
-    if budget_name not in BUDGETS:
-        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
+    budget_name = common.budget_name(BUDGETS, quick, budget, default="full")
     budget = BUDGETS[budget_name]
     train = load_images("mnist", "train", binarize="static", num_images=budget["train_size"])
     test = load_images("mnist", "test", binarize="static", num_images=budget["test_images"])

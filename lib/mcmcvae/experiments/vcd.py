@@ -166,9 +166,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     from mcmcvae.data import load_images
     from mcmcvae.train import Phase, Trainer
 
-    budget_name = "quick" if quick else (budget or "paper")
-    if budget_name not in BUDGETS:
-        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
+    budget_name = common.budget_name(BUDGETS, quick, budget)
     budget = BUDGETS[budget_name]
     seed = budget["seed"]
     model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=10, hidden_sizes=(200, 200))
