@@ -17,3 +17,25 @@ def test_quick_experiment(name, tmp_path, mnist_available):
     assert all(r["experiment"] == name for r in rows)
     assert (tmp_path / f"{name}.md").read_text().startswith("# ")
     assert {p.name for p in paths} >= {f"{name}.json", f"{name}.md"}
+
+
+def test_table1_lr_validation_split_is_carved_from_training_and_best_rate_is_per_method():
+    """The validation images are the training set's last images and never reach the fit; the best learning rate
+    is chosen per (dataset, method) by validation log-likelihood, ignoring diverged (non-finite) runs."""
+    import numpy as np
+
+    from mcmcvae.experiments import table1_lr
+
+    images = np.arange(50).reshape(50, 1)
+    fit, validation = table1_lr.split(images, 10)
+    assert len(fit) == 40 and len(validation) == 10
+    assert not set(fit.ravel()) & set(validation.ravel()) and validation[-1, 0] == 49
+    with pytest.raises(ValueError, match="validation_size must be between 1 and 49"):
+        table1_lr.split(images, 50)
+    rows = [{"dataset": "d", "method": m, "learning_rate": lr, "value": v}
+            for m, lr, v in [("vae", 1e-3, -90.0), ("vae", 5e-3, -95.0), ("gradhmc-lt", 1e-3, float("nan")),
+                             ("gradhmc-lt", 5e-3, -99.0), ("gradhmc-lt", 3e-4, -98.0)]]
+    best = table1_lr.best_learning_rates(rows)
+    assert best[("d", "vae")]["learning_rate"] == 1e-3 and best[("d", "gradhmc-lt")]["learning_rate"] == 3e-4
+    with pytest.raises(ValueError, match="unknown budget 'gpu'"):
+        table1_lr.run(budget="gpu")

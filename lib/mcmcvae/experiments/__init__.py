@@ -16,6 +16,7 @@ REGISTRY = {
     "vae-baseline": "vae_baseline",
     "benchmark": "benchmark",
     "table1-loglik": "table1_loglik",
+    "table1-lr": "table1_lr",
     "table2-kid": "table2_kid",
     "table3-augmentation": "table3_augmentation",
     "hvae-gaussian": "hvae_gaussian",
