@@ -52,3 +52,15 @@ def test_nonlinear_hvae_budgets_cut_only_what_they_say(tmp_path):
         nonlinear_hvae.run(budget="gpu", out_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown budget 'gpu'"):
         nonlinear_hvae.run_case("mnist", 2, budget="gpu", out_dir=tmp_path)
+
+
+def test_nonlinear_hvae_results_say_which_cases_are_still_to_run():
+    """The results file written after an unfinished case list names the missing cases as partial."""
+    from mcmcvae.experiments import nonlinear_hvae
+
+    rows = [{"dataset": "mnist", "num_layers": 2, "method": "vae", "metric": m, "value": v, "standard_error": 0.5,
+             "latent_sizes": [5, 10], "kid_std": 0.001, "num_generated": 10, "num_reference": 10, "resize_to": 75,
+             "num_subsets": 5, "subset_size": 10} for m, v in (("test_log_likelihood", -80.0), ("kid", 0.1))]
+    partial = nonlinear_hvae._markdown(rows, "cpu", 1.0, pending=[("fashion_mnist", 2)])
+    assert "**Partial" in partial and "fashion_mnist with 2 layers" in partial and "-80.00" in partial
+    assert "Partial" not in nonlinear_hvae._markdown(rows, "cpu", 1.0)
