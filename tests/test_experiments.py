@@ -41,3 +41,49 @@ def test_table1_lr_validation_split_is_carved_from_training_and_best_rate_is_per
     assert mean == pytest.approx(4 / 3) and se == pytest.approx(np.std([1, 1, 2], ddof=1) / np.sqrt(3))
     with pytest.raises(ValueError, match="unknown budget 'gpu'"):
         table1_lr.run(budget="gpu")
+
+
+def test_aiwae_budgets_cut_only_what_they_say(tmp_path):
+    """``--budget cpu`` keeps the paper's model, batch, AIS chains and learning-rate schedule (a prefix of its
+    stages) and cuts only what its results file states; an unknown budget is refused before anything trains."""
+    from mcmcvae.experiments import aiwae
+
+    paper, cpu = aiwae.BUDGETS["paper"], aiwae.BUDGETS["cpu"]
+    assert set(cpu["configurations"]) < set(paper["configurations"]) and ("aiwae", 5, 5) in cpu["configurations"]
+    assert cpu["schedule"] == paper["schedule"][: len(cpu["schedule"])] and len(cpu["schedule"]) < 8
+    assert cpu["batch_size"] == paper["batch_size"] and cpu["seed"] == paper["seed"]
+    cut = aiwae._cut(cpu)
+    stated = {"configurations": "IWAE K in 1, 5, 50", "schedule": "(paper: 3280 epochs",
+              "train_size": "(paper: all 60000)", "batch_size": f"(paper: {paper['batch_size']})",
+              "eval_images": f"(paper: {paper['eval_images']} each)",
+              "num_samples_bound": f"S = {cpu['num_samples_bound']} for the NVLB (paper: {paper['num_samples_bound']})",
+              **{key: f"{cpu[key]} {key[4:]} (paper: {paper[key]})" for key in ("ais_temperatures", "ais_chains")}}
+    assert set(stated) | {"seed"} == set(paper) == set(cpu)
+    for key, text in stated.items():
+        assert (text in cut) == (cpu[key] != paper[key]), key
+    with pytest.raises(ValueError, match="unknown budget 'gpu'.*paper, cpu, quick"):
+        aiwae.run(budget="gpu", out_dir=tmp_path)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_hvae_mnist_budgets_cut_only_what_they_say(tmp_path):
+    """``--budget cpu`` keeps the paper's convolutional model and a stated subset of its configurations, and cuts
+    only what its results file states; an unknown budget is refused before anything trains."""
+    from mcmcvae.experiments import hvae_mnist
+
+    paper, cpu = hvae_mnist.BUDGETS["paper"], hvae_mnist.BUDGETS["cpu"]
+    assert cpu["architecture"] == paper["architecture"] == {"architecture": "conv"}
+    configurations = dict(paper["configurations"])
+    assert all(configurations[tag] == options for tag, options in cpu["configurations"])
+    assert [tag for tag, _ in cpu["configurations"]] == ["vae", "hvae-K1-fixed", "hvae-K5-fixed", "hvae-K5-none"]
+    assert 0 < cpu["epochs"] < paper["epochs"] and cpu["seed"] == paper["seed"]
+    cut = hvae_mnist._cut(cpu)
+    stated = {"configurations": "K in 1, 5, 10", "epochs": f"(paper: {paper['epochs']})",
+              "train_size": "training images (paper: all 60000)", "test_images": "test images (paper: all 10000)",
+              "num_samples": f"(paper: {paper['num_samples']})"}
+    assert set(stated) | {"seed", "architecture"} == set(paper) == set(cpu)
+    for key, text in stated.items():
+        assert (text in cut) == (cpu[key] != paper[key]), key
+    with pytest.raises(ValueError, match="unknown budget 'gpu'.*paper, cpu, quick"):
+        hvae_mnist.run(budget="gpu", out_dir=tmp_path)
+    assert not (tmp_path / "runs").exists()

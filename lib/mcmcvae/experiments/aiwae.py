@@ -39,6 +39,16 @@ FULL = {"configurations": [("iwae", k, None) for k in (1, 5, 50)]
 QUICK = {"configurations": [("aiwae", 5, 5)], "schedule": ((1, 1e-3),), "batch_size": 20,
          "train_size": 200, "eval_images": 20, "num_samples_bound": 64, "ais_temperatures": 10, "ais_chains": 2,
          "seed": 0}
+# --budget cpu: what fits a 2-core CPU in about an hour. Measured under load (load average 4-6 on the 2 cores):
+# an AIWAE K = 5, T = 5 epoch on a 6000-image subset takes 14 s (about 140 s on all 60000, so 13 epochs are about
+# 30 min), an IWAE K = 5 epoch 2.8 s (about 6 min for 13 epochs on 60000), and AIS with 200 temperatures x 16
+# chains about 0.42 s per image (7 min per configuration for 500 test + 500 training images); about an hour in
+# all. So: a stated subset of the configurations (IWAE K in {1, 5}, AIWAE K = 5 with T = 5), the first 3 stages of
+# the IWAE schedule (1 + 3 + 9 = 13 of its 3280 epochs, at the schedule's learning rates), all 60000 training
+# images, evaluation on 500 test and 500 training images with L_1000 and AIS 200 x 16.
+CPU = {**FULL, "configurations": [("iwae", 1, None), ("iwae", 5, None), ("aiwae", 5, 5)],
+       "schedule": IWAE_SCHEDULE[:3], "eval_images": 500, "num_samples_bound": 1000, "ais_temperatures": 200}
+BUDGETS = {"paper": FULL, "cpu": CPU, "quick": QUICK}
 
 
 @functools.cache
@@ -86,47 +96,103 @@ def summarise_model(rng_key, model, params, test, train, budget) -> dict:
             "generalisation_gap": nll_test - nll_train, "nll_train": nll_train, "active_units": active}
 
 
-def run(*, quick: bool = False, out_dir=None):
-    import mcmcvae as mv
-    from mcmcvae.train import Phase, Trainer
+def _tag(name: str, k: int, t: int | None) -> str:
+    return f"{name}-K{k}" + (f"-T{t}" if t else "")
 
-    budget = QUICK if quick else FULL
+
+def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
+    """Train and evaluate every configuration; ``budget`` is ``paper`` (default), ``cpu`` or, with ``quick``,
+    ``quick``."""
+    import mcmcvae as mv
+    from mcmcvae.experiments.nonlinear_hvae import _evaluate
+    from mcmcvae.train import Phase
+
+    budget_name = common.budget_name(BUDGETS, quick, budget)
+    budget, quick = BUDGETS[budget_name], budget_name == "quick"
+    tic_all = time.perf_counter()
     seed = budget["seed"]
     train = mv.data.load("mnist", "train").images[: budget["train_size"]]
     n_eval = budget["eval_images"]
     test = np.asarray(mv.data.binarize_dynamic(jax.random.key(12345), mv.data.load("mnist", "test").images[:n_eval]))
     train_eval = np.asarray(mv.data.binarize_dynamic(jax.random.key(54321), train[:n_eval]))
     model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=50, hidden_sizes=(200, 200), activation="tanh")
-    runs = common.runs_dir(NAME, out_dir)
+    runs = common.runs_dir(NAME, out_dir) / budget_name  # budgets never share checkpoints
+    protocol = {key: budget[key] for key in ("eval_images", "num_samples_bound", "ais_temperatures", "ais_chains",
+                                             "train_size", "batch_size", "seed")}
+    protocol["schedule"] = [list(stage) for stage in budget["schedule"]]
     rows, body = [], []
     for name, k, t in budget["configurations"]:
-        tag = f"{name}-K{k}" + (f"-T{t}" if t else "")
+        tag = _tag(name, k, t)
         options = {"num_samples": k} if name == "iwae" else {"num_samples": k, "num_temperatures": t}
         phases = [Phase(mv.methods.build(name, learning_rate=lr, **options), epochs)
                   for epochs, lr in budget["schedule"]]
         run_dir = runs / f"{tag}-seed{seed}"
-        resume = (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir())
-        trainer = Trainer(model, phases, batch_size=budget["batch_size"], seed=seed, binarize="dynamic",
-                          out_dir=run_dir, progress=not quick, extra_config={"dataset": "mnist"})
-        tic = time.perf_counter()
-        params, _ = trainer.run(train, resume=resume)
-        train_seconds = time.perf_counter() - tic
-        metrics = summarise_model(jax.random.key(10_000 + seed), model, params, test, train_eval, budget)
+        # an interrupted run resumes from its last checkpoint; a finished one is restored, not retrained
+        params, _, train_seconds = common.train_run(run_dir, model, phases, train, seed=seed,
+                                                    batch_size=budget["batch_size"], binarize="dynamic",
+                                                    progress=not quick, extra_config={"dataset": "mnist"})
+
+        def evaluate(params=params):
+            tic = time.perf_counter()
+            metrics = summarise_model(jax.random.key(10_000 + seed), model, params, test, train_eval, budget)
+            return {**{m: (int(v) if m == "active_units" else float(v)) for m, v in metrics.items()},
+                    "eval_seconds": time.perf_counter() - tic}
+
+        metrics = _evaluate(run_dir, protocol, evaluate)  # reused when this run was evaluated the same way
+        eval_seconds = metrics.pop("eval_seconds")
         published = PUBLISHED.get((name, k, t))
         for metric, value in metrics.items():
             rows.append(common.row(NAME, "mnist-dynamic", tag, metric, value, None, 1, num_samples=k,
-                                   num_temperatures=t, train_seconds=train_seconds, quick=quick,
+                                   num_temperatures=t, train_seconds=train_seconds, eval_seconds=eval_seconds,
+                                   quick=quick, budget_name=budget_name,
                                    published=published if metric == "nll" else None,
                                    budget={key: v for key, v in budget.items() if key != "configurations"}))
         body.append([tag, *(f"{metrics[m]:.2f}" for m in ("nll", "nvlb", "variational_gap", "generalisation_gap")),
                      metrics["active_units"], "n/a" if published is None else f"{published:.2f}"])
     table = common.markdown_table(["model", "NLL (AIS)", "NVLB (-L_S)", "variational gap", "generalisation gap",
                                    "active units", "published NLL"], body)
-    epochs = sum(e for e, _ in budget["schedule"])
-    markdown = f"""# aiwae: IWAE and AIWAE on dynamically binarised MNIST
+    markdown = _markdown(table, budget_name, (time.perf_counter() - tic_all) / 60)
+    return common.write_results(NAME, rows, markdown, out_dir)
 
-Regenerate with `mcmcvae experiment aiwae` (this file and `aiwae.json`).
-{'**Quick run: tiny budget, for smoke testing only; these numbers mean nothing.**' if quick else ''}
+
+def _cut(budget: dict) -> str:
+    """The ``**Budget ..., cut from the paper's:**`` sentence: every setting that differs from ``FULL``."""
+    cuts = []
+    if budget["configurations"] != FULL["configurations"]:
+        cuts.append(f"the configurations {', '.join(_tag(*c) for c in budget['configurations'])} only (paper: "
+                    "IWAE K in 1, 5, 50 and AIWAE K in 1, 5, 50 with T in 5, 8, 11)")
+    if budget["schedule"] != FULL["schedule"]:
+        epochs = " + ".join(str(e) for e, _ in budget["schedule"])
+        cuts.append(f"the first {len(budget['schedule'])} of the IWAE schedule's {len(FULL['schedule'])} stages, "
+                    f"{epochs} = {sum(e for e, _ in budget['schedule'])} epochs at the schedule's learning rates "
+                    f"(paper: {sum(e for e, _ in FULL['schedule'])} epochs; the models are compared far from "
+                    "convergence)")
+    if budget["train_size"] != FULL["train_size"]:
+        cuts.append(f"the first {budget['train_size']} training images (paper: all 60000)")
+    if budget["batch_size"] != FULL["batch_size"]:
+        cuts.append(f"batch {budget['batch_size']} (paper: {FULL['batch_size']})")
+    if budget["eval_images"] != FULL["eval_images"]:
+        cuts.append(f"evaluation on {budget['eval_images']} test and {budget['eval_images']} training images "
+                    f"(paper: {FULL['eval_images']} each)")
+    labels = {"num_samples_bound": "S = {} for the NVLB", "ais_temperatures": "AIS with {} temperatures",
+              "ais_chains": "AIS with {} chains"}
+    cuts += [f"{label.format(budget[key])} (paper: {FULL[key]})" for key, label in labels.items()
+             if budget[key] != FULL[key]]
+    return "; ".join(cuts) + "."
+
+
+def _markdown(table: str, budget_name: str, minutes: float) -> str:
+    budget, quick = BUDGETS[budget_name], budget_name == "quick"
+    option = {"quick": " --quick", "paper": ""}.get(budget_name, f" --budget {budget_name}")
+    note = "**Quick run: tiny budget, for smoke testing only; these numbers mean nothing.**" if quick else ""
+    if budget_name == "cpu":
+        note = f"**Budget `cpu`, cut from the paper's:** {_cut(budget)}"
+    epochs, n_eval, seed = sum(e for e, _ in budget["schedule"]), budget["eval_images"], budget["seed"]
+    return f"""# aiwae: IWAE and AIWAE on dynamically binarised MNIST
+
+Regenerate with `mcmcvae experiment aiwae{option}` (this file and `aiwae.json`).
+
+{note}
 
 {table}
 
@@ -139,9 +205,9 @@ AIWAE: L = 5, step sizes per temperature from 0.5 / d_z adapted towards acceptan
 {budget['ais_temperatures']} temperatures (sigmoid schedule, 10 leapfrog steps, adapted step size) and
 {budget['ais_chains']} chains from q0; NVLB = -L_S with S = {budget['num_samples_bound']}. Seed {seed}.
 
-**Machine.** {common.machine()}; code at revision {common.git_revision()}.
+**Machine.** {common.machine()}; {minutes:.1f} min in this invocation (trained runs and evaluations already on
+disk under `runs/` are reused, not redone); code at revision {common.git_revision()}.
 
 **Published.** Ding and Freedman (2019): IWAE (K = 50) 84.13 nats, AIWAE (K = 50, T = 11) 83.68 nats, after the
 same IWAE schedule; they evaluate on all 10000 test images.
 """
-    return common.write_results(NAME, rows, markdown, out_dir)
