@@ -75,3 +75,26 @@ def test_hvae_mnist_has_no_cpu_budget(tmp_path):
     with pytest.raises(ValueError, match="unknown budget 'cpu'.*paper, quick"):
         hvae_mnist.run(budget="cpu", out_dir=tmp_path)
     assert not (tmp_path / "runs").exists()
+
+
+def test_cached_evaluation_reuses_only_equal_settings_and_returns_what_it_stores(tmp_path):
+    """One cache for every experiment: equal settings (tuples compared as stored) reuse the file without
+    evaluating; other settings, or a saved summary missing a required key, evaluate afresh; fresh and reused
+    summaries have the same types."""
+    import numpy as np
+
+    from mcmcvae.experiments import common
+
+    calls = []
+
+    def evaluate():
+        calls.append(1)
+        return {"value": np.float32(len(calls)), "per_image": np.arange(3.0)}
+
+    path = tmp_path / "eval.json"
+    fresh = common.cached_evaluation(path, {"epochs": (1, 2)}, evaluate)
+    again = common.cached_evaluation(path, {"epochs": (1, 2)}, evaluate)
+    assert len(calls) == 1 and fresh == again and fresh["per_image"] == [0.0, 1.0, 2.0]
+    assert fresh["value"] == 1.0 and fresh["settings"] == {"epochs": [1, 2]} and fresh["eval_seconds"] >= 0
+    assert common.cached_evaluation(path, {"epochs": (1, 3)}, evaluate)["value"] == 2.0
+    assert common.cached_evaluation(path, {"epochs": (1, 3)}, evaluate, require=("missing",))["value"] == 3.0

@@ -96,6 +96,9 @@ def summarise_model(rng_key, model, params, test, train, budget) -> dict:
             "generalisation_gap": nll_test - nll_train, "nll_train": nll_train, "active_units": active}
 
 
+METRICS = ("nll", "nvlb", "variational_gap", "generalisation_gap", "nll_train", "active_units")
+
+
 def _tag(name: str, k: int, t: int | None) -> str:
     return f"{name}-K{k}" + (f"-T{t}" if t else "")
 
@@ -104,7 +107,6 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     """Train and evaluate every configuration; ``budget`` is ``paper`` (default), ``cpu`` or, with ``quick``,
     ``quick``."""
     import mcmcvae as mv
-    from mcmcvae.experiments.nonlinear_hvae import _evaluate
     from mcmcvae.train import Phase
 
     budget_name = common.budget_name(BUDGETS, quick, budget)
@@ -132,14 +134,10 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                                                     batch_size=budget["batch_size"], binarize="dynamic",
                                                     progress=not quick, extra_config={"dataset": "mnist"})
 
-        def evaluate(params=params):
-            tic = time.perf_counter()
-            metrics = summarise_model(jax.random.key(10_000 + seed), model, params, test, train_eval, budget)
-            return {**{m: (int(v) if m == "active_units" else float(v)) for m, v in metrics.items()},
-                    "eval_seconds": time.perf_counter() - tic}
-
-        metrics = _evaluate(run_dir, protocol, evaluate)  # reused when this run was evaluated the same way
-        eval_seconds = metrics.pop("eval_seconds")
+        summary = common.cached_evaluation(run_dir / "eval.json", protocol, lambda: summarise_model(
+            jax.random.key(10_000 + seed), model, params, test, train_eval, budget))
+        eval_seconds = summary["eval_seconds"]
+        metrics = {m: summary[m] for m in METRICS}
         published = PUBLISHED.get((name, k, t))
         for metric, value in metrics.items():
             rows.append(common.row(NAME, "mnist-dynamic", tag, metric, value, None, 1, num_samples=k,

@@ -10,7 +10,8 @@ import subprocess
 
 import numpy as np
 
-__all__ = ["row", "summarise", "write_results", "results_dir", "machine", "markdown_table", "runs_dir"]
+__all__ = ["row", "summarise", "write_results", "results_dir", "machine", "markdown_table", "runs_dir",
+           "cached_evaluation"]
 
 
 def row(experiment, dataset, method, metric, value, std=None, num_seeds=1, **extra) -> dict:
@@ -96,8 +97,6 @@ def train_and_evaluate(experiment: str, tag: str, model, phases, train_images, t
                        progress: bool = True, extra_config: dict | None = None) -> dict:
     """Train one configuration (resuming from its checkpoints if an earlier attempt was interrupted) and
     evaluate its test log-likelihood by importance sampling; returns the evaluation summary with timings."""
-    import time
-
     import jax
 
     from mcmcvae.evaluate.runs import test_log_likelihood
@@ -105,23 +104,41 @@ def train_and_evaluate(experiment: str, tag: str, model, phases, train_images, t
     run_dir = runs_dir(experiment, out_dir) / f"{tag}-seed{seed}"
     params, state, train_seconds = train_run(run_dir, model, phases, train_images, seed=seed, batch_size=batch_size,
                                              progress=progress, extra_config=extra_config)
-    # An evaluation of these very parameters with the same protocol is reused (an interrupted experiment that is
-    # run again only evaluates what it has not evaluated yet).
-    protocol = {"num_samples": int(num_samples), "num_images": int(len(test_images)),
+    settings = {"num_samples": int(num_samples), "num_images": int(len(test_images)),
                 "variance_factor": float(variance_factor), "epochs": sum(p.num_epochs for p in phases)}
-    cached = run_dir / "eval.json"
-    if cached.exists():
-        previous = json.loads(cached.read_text())
-        if previous.get("protocol") == protocol:
-            return {**previous, "params": params, "state": state}
-    tic = time.perf_counter()
-    summary = test_log_likelihood(jax.random.key(10_000 + seed), model, phases[-1].method, params, state,
-                                  test_images, num_samples=num_samples, variance_factor=variance_factor)
-    summary.pop("per_image")
-    summary.update(train_seconds=train_seconds, eval_seconds=time.perf_counter() - tic, run_dir=str(run_dir),
-                   protocol=protocol)
-    cached.write_text(json.dumps(summary, indent=2))
+    summary = cached_evaluation(run_dir / "eval.json", settings, lambda: {
+        **test_log_likelihood(jax.random.key(10_000 + seed), model, phases[-1].method, params, state, test_images,
+                              num_samples=num_samples, variance_factor=variance_factor),
+        "train_seconds": train_seconds, "run_dir": str(run_dir)})
     return {**summary, "params": params, "state": state}
+
+
+def cached_evaluation(path, settings: dict, evaluate, *, require=()) -> dict:
+    """``evaluate()``'s summary (a dict), or the one saved at ``path`` by an earlier call with equal ``settings``.
+
+    An experiment that is run again after an interruption so evaluates only what it has not evaluated yet. The file
+    holds the summary with ``settings`` and ``eval_seconds`` added, arrays as lists; a fresh summary is returned as
+    it would be read back, so both paths give the same types. A saved summary without every key of ``require``
+    (written before that key was kept) is recomputed.
+    """
+    import time
+
+    path = pathlib.Path(path)
+    settings = json.loads(json.dumps(settings, default=_jsonable))  # compare as it is stored (tuples -> lists)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("settings") == settings and all(key in saved for key in require):
+            return saved
+    tic = time.perf_counter()
+    summary = {**evaluate(), "settings": settings}
+    summary["eval_seconds"] = time.perf_counter() - tic
+    text = json.dumps(summary, indent=2, default=_jsonable)
+    path.write_text(text)
+    return json.loads(text)
+
+
+def _jsonable(value):
+    return np.asarray(value).tolist()  # numpy and JAX arrays and scalars
 
 
 def train_run(run_dir, model, phases, images, *, seed: int, params=None, batch_size: int = 100,

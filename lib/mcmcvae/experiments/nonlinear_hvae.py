@@ -60,22 +60,6 @@ def _copy(tree):
     return jax.tree_util.tree_map(jnp.array, tree)  # the trainer donates the parameters it is given
 
 
-def _evaluate(run_dir, protocol: dict, evaluate) -> dict:
-    """``evaluate()``'s result, cached in ``run_dir/eval.json`` for these parameters and this protocol (an
-    interrupted experiment that is run again only evaluates what it has not evaluated yet)."""
-    import json
-    import pathlib
-
-    cached = pathlib.Path(run_dir) / "eval.json"
-    if cached.exists():
-        previous = json.loads(cached.read_text())
-        if previous.get("protocol") == protocol:
-            return previous["result"]
-    result = evaluate()
-    cached.write_text(json.dumps({"protocol": protocol, "result": result}, indent=2))
-    return result
-
-
 def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None,
              budget: str | None = None) -> list[dict]:
     """Train and evaluate every method on one dataset and depth; returns result rows."""
@@ -114,23 +98,20 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
                                   params=_copy(hvae_params))
 
         def evaluate():
-            tic = time.perf_counter()
             per_image = hierarchical.log_likelihood(jax.random.key(10_000 + SEED), model, params, test,
                                                     num_samples=budget["num_samples"])
-            eval_seconds = time.perf_counter() - tic
             kid = model_kid(jax.random.key(30_000 + SEED), model, params, reference_features=reference,
                             resize_to=budget["kid_resize_to"], num_subsets=budget["kid_num_subsets"],
                             subset_size=budget["kid_subset_size"])
             kid.pop("generated_features")
             return {"log_likelihood": float(per_image.mean()),
                     "standard_error": float(per_image.std(ddof=1) / np.sqrt(len(per_image))),
-                    "num_images": len(per_image), "eval_seconds": eval_seconds,
-                    "kid": {k: (v.item() if hasattr(v, "item") else v) for k, v in kid.items()}}
+                    "num_images": len(per_image), "kid": kid}
 
         protocol = {key: budget[key] for key in ("num_samples", "test_images", "kid_images", "kid_subset_size",
                                                  "kid_num_subsets", "kid_resize_to", "train_size")}
         protocol["epochs"] = [budget["vae_epochs"], budget["mcmc_epochs"]]
-        result = _evaluate(runs / name, protocol, evaluate)
+        result = common.cached_evaluation(runs / name / "eval.json", protocol, evaluate)
         kid = result["kid"]
         extra = {"num_layers": num_layers, "latent_sizes": list(sizes), "quick": quick, "budget_name": budget_name,
                  "standard_error": result["standard_error"], "num_samples": budget["num_samples"],

@@ -144,35 +144,19 @@ def _train_from(experiment, tag, model, method, epochs, train, test, pretrained,
                                                     params=pretrained, progress=progress,
                                                     extra_config={"dataset": dataset})
     settings = {"num_samples": budget["num_samples"], "variance_factor": 1.5, "num_images": len(test)}
-    summary = _cached(run_dir / "eval.json", settings, lambda: test_log_likelihood(
+    summary = common.cached_evaluation(run_dir / "eval.json", settings, lambda: test_log_likelihood(
         jax.random.key(10_000 + seed), model, method, params, state, test, num_samples=settings["num_samples"],
-        variance_factor=1.5))
+        variance_factor=1.5), require=("per_image",))
     num_ais = min(budget["ais_images"], len(test))
     ais_settings = {"num_temperatures": budget["ais_temperatures"], "num_chains": budget["ais_chains"],
                     "variance_factor": 1.5, "num_images": num_ais}
-    ais = _cached(run_dir / "ais.json", ais_settings, lambda: test_ais_log_likelihood(
+    ais = common.cached_evaluation(run_dir / "ais.json", ais_settings, lambda: test_ais_log_likelihood(
         jax.random.key(20_000 + seed), model, method, params, state, test[:num_ais],
-        num_temperatures=ais_settings["num_temperatures"], num_chains=ais_settings["num_chains"]))
+        num_temperatures=ais_settings["num_temperatures"], num_chains=ais_settings["num_chains"]),
+        require=("per_image",))
     return {**summary, "params": params, "train_seconds": train_seconds, "run_dir": str(run_dir),
             "ais": ais["test_log_likelihood"],
             "importance_on_ais_images": float(np.mean(summary["per_image"][:num_ais]))}
-
-
-def _cached(path, settings, evaluate):
-    """``evaluate()``'s summary, or the one saved at ``path`` if it was computed with the same ``settings``."""
-    import json
-    import time
-
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("settings") == settings and "per_image" in saved:
-            return saved
-    tic = time.perf_counter()
-    summary = evaluate()
-    summary = {k: (np.asarray(v).tolist() if k == "per_image" else v) for k, v in summary.items()}
-    summary.update(settings=settings, eval_seconds=time.perf_counter() - tic)
-    path.write_text(json.dumps(summary, indent=2, default=float))
-    return summary
 
 
 SPEED_MEASURE = ("gradmala-diag", "gradmala-lt", "gradhmc-diag", "gradhmc-lt")

@@ -90,9 +90,10 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                     extra_config={"dataset": dataset, "validation_size": budget["validation_size"]})
                 protocol = {"num_samples": budget["num_samples"], "num_images": len(validation),
                             "variance_factor": 1.5, "mcmc_epochs": budget["mcmc_epochs"]}
-                summary = _cached(run_dir / "validation.json", protocol, lambda: test_log_likelihood(
-                    jax.random.key(10_000 + seed), model, method, params, state, validation,
-                    num_samples=budget["num_samples"], variance_factor=1.5))
+                summary = common.cached_evaluation(
+                    run_dir / "validation.json", protocol, lambda: test_log_likelihood(
+                        jax.random.key(10_000 + seed), model, method, params, state, validation,
+                        num_samples=budget["num_samples"], variance_factor=1.5))
                 per_image[(dataset, row_name, lr)] = np.asarray(summary["per_image"], np.float64)
                 diverged = _nonfinite_updates(run_dir)
                 rows.append(common.row(NAME, dataset, row_name, "validation_log_likelihood",
@@ -103,17 +104,6 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                                        num_images=len(validation), num_samples=budget["num_samples"]))
     minutes = (time.perf_counter() - tic) / 60
     return common.write_results(NAME, rows, _markdown(rows, per_image, budget_name, budget, minutes), out_dir)
-
-
-def _cached(path, protocol, evaluate) -> dict:
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("protocol") == protocol and "per_image" in saved:
-            return saved
-    summary = {k: (np.asarray(v).tolist() if k == "per_image" else v) for k, v in evaluate().items()}
-    summary["protocol"] = protocol
-    path.write_text(json.dumps(summary, indent=2, default=float))
-    return summary
 
 
 def _nonfinite_updates(run_dir) -> int:
