@@ -43,6 +43,27 @@ def test_table1_lr_validation_split_is_carved_from_training_and_best_rate_is_per
         table1_lr.run(budget="gpu")
 
 
+def test_table1_loglik_mcmc_rate_override_and_paired_differences():
+    """A budget's MCMC learning rate overrides the paper's per dataset only; the criterion's paired differences
+    average per-seed mean differences, with the standard error of the images alone."""
+    import numpy as np
+
+    from mcmcvae.experiments import table1_loglik as table1
+
+    cpu = table1.BUDGETS["cpu"]
+    assert table1.mcmc_learning_rate(cpu, "fashion_mnist") == 1e-3
+    assert table1.mcmc_learning_rate(cpu, "mnist") == table1.DATASETS["mnist"]["learning_rate"]
+    assert table1.mcmc_learning_rate(table1.BUDGETS["paper"], "fashion_mnist") == 5e-3
+    leader = [np.array([1.0, 2.0, 4.0]), np.array([0.0, 0.0, 3.0])]
+    rival = [np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 1.0])]  # differences (1, 1, 2) and (0, -1, 2)
+    d = table1.paired_differences(leader, rival)
+    assert d["per_seed"] == pytest.approx([4 / 3, 1 / 3]) and d["mean"] == pytest.approx(5 / 6)
+    se = np.sqrt(np.var([1, 1, 2], ddof=1) / 3 + np.var([0, -1, 2], ddof=1) / 3) / 2
+    assert d["standard_error"] == pytest.approx(se)
+    with pytest.raises(ValueError):
+        table1.paired_differences(leader, rival[:1])
+
+
 def test_aiwae_budgets_cut_only_what_they_say(tmp_path):
     """``--budget cpu`` keeps the paper's model, batch, AIS chains and learning-rate schedule (a prefix of its
     stages) and cuts only what its results file states; an unknown budget is refused before anything trains."""
