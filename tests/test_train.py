@@ -78,7 +78,34 @@ def test_dynamic_binarisation_accepts_grey_images_and_static_does_not():
         Trainer(_model(), [Phase(mv.methods.build("vae"), 1)], batch_size=20, progress=False).run(grey)
 
 
+@pytest.mark.parametrize("method", ["vae", "gradmala"])
+def test_python_loop_matches_scan(method):
+    """``loop="python"`` (one jitted step per batch) trains on the same batches, binarisations and keys as the
+    scanned epoch: the same parameters, method state and epoch metrics, up to float reassociation."""
+    grey = np.random.default_rng(1).random((100, 8, 8, 1)).astype(np.float32)
+    phases = [Phase(mv.methods.build("vae"), 1), Phase(mv.methods.build(method, num_mcmc_steps=2), 2)]
+    results = {}
+    for loop in ("scan", "python"):
+        trainer = Trainer(_model(), phases, batch_size=20, seed=4, binarize="dynamic", progress=False, loop=loop)
+        results[loop] = trainer.run(grey)
+        assert trainer.loop == loop and trainer.trace_count == 2  # one trace per phase
+    leaves = [jax.tree_util.tree_leaves(results[loop]) for loop in ("scan", "python")]
+    assert len(leaves[0]) == len(leaves[1])
+    for a, b in zip(*leaves):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=2e-4, atol=2e-5)
+
+
+def test_auto_loop_avoids_scan_only_for_convolutional_models_on_cpu():
+    conv = mv.models.VAE((28, 28, 1), 4, architecture="conv")
+    on_cpu = jax.default_backend() == "cpu"
+    assert Trainer(conv, [], progress=False).loop == ("python" if on_cpu else "scan")
+    assert Trainer(_model(), [], progress=False).loop == "scan"
+    assert Trainer(conv, [], progress=False, loop="scan").loop == "scan"
+
+
 def test_bad_trainer_arguments():
+    with pytest.raises(ValueError, match="unknown loop 'while'"):
+        Trainer(_model(), [], loop="while")
     with pytest.raises(ValueError, match="binarisation"):
         Trainer(_model(), [], binarize="otsu")
     with pytest.raises(ValueError, match="fewer than one batch"):

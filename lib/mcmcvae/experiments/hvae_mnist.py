@@ -34,9 +34,11 @@ QUICK = {"configurations": [("hvae-K1-fixed", {"num_mcmc_steps": 1, "tempering":
          "epochs": 1, "train_size": 200, "test_images": 20, "num_samples": 16, "seed": 0,
          "architecture": {"architecture": "mlp", "hidden_sizes": (32,)}}
 # No cpu budget: the convolutional networks are too slow on a 2-core CPU for any meaningful one. Measured under
-# load (load average 4-6), per training iteration of batch 100: vae 22 s, hvae-K1 97 s, hvae-K5 254 s (the
-# decoder's transposed convolutions and their weight gradients dominate on XLA:CPU), so one epoch on all 60000
-# images takes about 4 h for the VAE and 42 h for hvae-K5. This experiment needs a GPU.
+# load (load average 4-6), per training iteration of batch 100, before the trainer stopped scanning conv models'
+# epochs on CPU: vae 22 s, hvae-K1 97 s, hvae-K5 254 s. With one jitted step per batch (``Trainer(loop="auto")``,
+# jax-ml/jax#12868): vae 3.5 s and hvae-K1 36 s per iteration, so one epoch on all 60000 images still takes about
+# 35 min for the VAE and 6 h for hvae-K1 (HVAE's second derivatives through the transposed convolutions
+# dominate). This experiment needs a GPU.
 BUDGETS = {"paper": FULL, "quick": QUICK}
 
 
