@@ -24,7 +24,7 @@ def test_table1_lr_validation_split_is_carved_from_training_and_best_rate_is_per
     is chosen per (dataset, method) by validation log-likelihood, ignoring diverged (non-finite) runs."""
     import numpy as np
 
-    from mcmcvae.experiments import table1_lr
+    from mcmcvae.experiments import common, table1_lr
 
     images = np.arange(50).reshape(50, 1)
     fit, validation = table1_lr.split(images, 10)
@@ -37,7 +37,7 @@ def test_table1_lr_validation_split_is_carved_from_training_and_best_rate_is_per
                              ("gradhmc-lt", 5e-3, -99.0), ("gradhmc-lt", 3e-4, -98.0)]]
     best = table1_lr.best_learning_rates(rows)
     assert best[("d", "vae")]["learning_rate"] == 1e-3 and best[("d", "gradhmc-lt")]["learning_rate"] == 3e-4
-    mean, se = table1_lr.paired_difference([1.0, 2.0, 4.0], [0.0, 1.0, 2.0])  # differences 1, 1, 2
+    mean, se = common.paired_difference([1.0, 2.0, 4.0], [0.0, 1.0, 2.0])  # differences 1, 1, 2
     assert mean == pytest.approx(4 / 3) and se == pytest.approx(np.std([1, 1, 2], ddof=1) / np.sqrt(3))
     with pytest.raises(ValueError, match="unknown budget 'gpu'"):
         table1_lr.run(budget="gpu")

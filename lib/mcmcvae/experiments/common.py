@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 
 __all__ = ["row", "summarise", "write_results", "results_dir", "machine", "markdown_table", "runs_dir",
-           "cached_evaluation"]
+           "cached_evaluation", "paired_difference"]
 
 
 def row(experiment, dataset, method, metric, value, std=None, num_seeds=1, **extra) -> dict:
@@ -135,6 +135,12 @@ def cached_evaluation(path, settings: dict, evaluate, *, require=()) -> dict:
     text = json.dumps(summary, indent=2, default=_jsonable)
     path.write_text(text)
     return json.loads(text)
+
+
+def paired_difference(a, b) -> tuple[float, float]:
+    """Mean of ``a - b`` over the same images and its standard error (the per-image estimates are paired)."""
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 def _jsonable(value):

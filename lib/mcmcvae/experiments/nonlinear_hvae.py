@@ -118,10 +118,10 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
                  "num_images": result["num_images"], "train_seconds": hvae_seconds + seconds,
                  "eval_seconds": result["eval_seconds"]}
         per_image[name] = np.asarray(result["per_image"], np.float64)
-        if "vae" in per_image and name != "vae":  # paired over the same test images (the per-image values are
-            diff = per_image[name] - per_image["vae"]  # kept in the run's eval.json, not in the results file)
-            extra.update(difference_from_vae=float(diff.mean()),
-                         difference_from_vae_standard_error=float(diff.std(ddof=1) / np.sqrt(len(diff))))
+        # paired over the same test images (the per-image values stay in the run's eval.json, not in the results)
+        if "vae" in per_image and name != "vae":
+            mean, se = common.paired_difference(per_image[name], per_image["vae"])
+            extra.update(difference_from_vae=mean, difference_from_vae_standard_error=se)
         rows.append(common.row(NAME, dataset, name, "test_log_likelihood", result["log_likelihood"], None, 1,
                                **extra))
         rows.append(common.row(NAME, dataset, name, "kid", kid["kid"], None, 1, num_layers=num_layers,

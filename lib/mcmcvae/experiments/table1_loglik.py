@@ -204,13 +204,9 @@ def paired_differences(leader: list, rival: list) -> dict:
     ``leader`` and ``rival`` are per-seed lists of per-image log-likelihoods. Returns the mean over seeds of each
     seed's mean difference, its standard error from the images alone (``sqrt(sum se_s^2) / n_seeds``), and the
     per-seed mean differences, whose spread shows the seed-to-seed variation the image error leaves out."""
-    means, variances = [], []
-    for a, b in zip(leader, rival, strict=True):
-        diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-        means.append(float(diff.mean()))
-        variances.append(float(diff.var(ddof=1) / len(diff)))
-    return {"mean": float(np.mean(means)), "standard_error": float(np.sqrt(np.sum(variances)) / len(means)),
-            "per_seed": means}
+    means, errors = zip(*(common.paired_difference(a, b) for a, b in zip(leader, rival, strict=True)))
+    return {"mean": float(np.mean(means)), "standard_error": float(np.sqrt(np.sum(np.square(errors))) / len(means)),
+            "per_seed": list(means)}
 
 
 def _paired_lines(dataset, rows, per_image) -> list[str]:
@@ -228,7 +224,7 @@ def _paired_lines(dataset, rows, per_image) -> list[str]:
             f"+- the images' standard error): {'; '.join(parts)}."]
 
 
-def _markdown(rows, budget_name, budget, unavailable, quick, per_image=None):
+def _markdown(rows, budget_name, budget, unavailable, quick, per_image):
     by_dataset = {}
     for r in rows:
         by_dataset.setdefault(r["dataset"], []).append(r)
@@ -263,7 +259,7 @@ def _markdown(rows, budget_name, budget, unavailable, quick, per_image=None):
                               if beaten else f"it beats none of {', '.join(unbeaten)}")
                 checks.append(f"- {label}: the best speed-measure method is {best} ({best_value:.2f}); {comparison}: "
                               f"the criterion {'holds' if passed else 'DOES NOT hold'}.")
-        checks += _paired_lines(dataset, dataset_rows, per_image or {})
+        checks += _paired_lines(dataset, dataset_rows, per_image)
         n = budget["ais_images"]
         lr_note = (f"MCMC phase at lr {mcmc_learning_rate(budget, dataset):g} (pre-training at "
                    f"{DATASETS[dataset]['learning_rate']:g}"

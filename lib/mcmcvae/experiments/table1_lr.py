@@ -124,12 +124,6 @@ def best_learning_rates(rows) -> dict:
     return best
 
 
-def paired_difference(a, b) -> tuple[float, float]:
-    """Mean of ``a - b`` over the same images and its standard error (the per-image estimates are paired)."""
-    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
-
-
 def _criterion(dataset, best, per_image) -> str:
     """Table 1's criterion on validation, each method at its best learning rate, with paired differences."""
     leaders = [r for (d, m), r in best.items() if d == dataset and m in table1.SPEED_MEASURE]
@@ -140,7 +134,7 @@ def _criterion(dataset, best, per_image) -> str:
     parts, wins = [], []
     for rival in rivals:
         other = best[(dataset, rival)]
-        mean, se = paired_difference(per_image[(dataset, leader["method"], leader["learning_rate"])],
+        mean, se = common.paired_difference(per_image[(dataset, leader["method"], leader["learning_rate"])],
                                      per_image[(dataset, rival, other["learning_rate"])])
         wins.append(mean > 0)
         parts.append(f"{rival} (lr {other['learning_rate']:g}) by {mean:+.2f} +- {se:.2f}")
