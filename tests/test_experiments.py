@@ -61,7 +61,9 @@ def test_table1_loglik_mcmc_rate_override_and_paired_differences():
 
     cpu = table1.BUDGETS["cpu"]
     assert table1.mcmc_learning_rate(cpu, "fashion_mnist") == 1e-3
-    assert table1.mcmc_learning_rate(cpu, "mnist") == table1.DATASETS["mnist"]["learning_rate"]
+    assert table1.mcmc_learning_rate(cpu, "mnist") == 3e-4
+    assert table1.mcmc_learning_rate(cpu, "omniglot") == table1.DATASETS["omniglot"]["learning_rate"]
+    assert set(cpu["mcmc_learning_rate_reason"]) == set(cpu["mcmc_learning_rates"])
     assert table1.mcmc_learning_rate(table1.BUDGETS["paper"], "fashion_mnist") == 5e-3
     leader = [np.array([1.0, 2.0, 4.0]), np.array([0.0, 0.0, 3.0])]
     rival = [np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 1.0])]  # differences (1, 1, 2) and (0, -1, 2)
