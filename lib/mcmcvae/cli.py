@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
     experiment.add_argument("--out", type=pathlib.Path, default=None, help="directory for the results files")
     experiment.add_argument("--budget", default=None,
-                            help="for experiments with several budgets: paper (the paper's schedule) or cpu")
+                            help="for experiments with several budgets: paper (the paper's schedule), cpu, or one "
+                                 "of an experiment's own (table1-lr: cpu-mnist, cpu-mnist-10epochs; docs/cli.md)")
 
     report = sub.add_parser("report", help="diagnostics and figures of a trained run; writes DIR/report.md",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
