@@ -177,5 +177,8 @@ def reference_features(name: str, images, *, resize_to: int, out_dir=None) -> np
     if path.exists():
         return np.load(path)
     features = np.asarray(inception_features(images, resize_to=resize_to))
-    np.save(path, features)
+    # written under a temporary name and renamed, so that cases run side by side never read a half-written file
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
+    np.save(partial, features)
+    os.replace(partial, path)
     return features
