@@ -17,6 +17,7 @@ REGISTRY = {
     "benchmark": "benchmark",
     "table1-loglik": "table1_loglik",
     "table1-lr": "table1_lr",
+    "table1-acceptance": "table1_acceptance",
     "table2-kid": "table2_kid",
     "table3-augmentation": "table3_augmentation",
     "hvae-gaussian": "hvae_gaussian",

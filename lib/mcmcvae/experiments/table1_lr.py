@@ -59,13 +59,6 @@ def split(images: np.ndarray, validation_size: int) -> tuple[np.ndarray, np.ndar
 
 
 def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
-    import jax
-
-    import mcmcvae as mv
-    from mcmcvae.data import load_images
-    from mcmcvae.evaluate.runs import test_log_likelihood
-    from mcmcvae.train import Phase
-
     budget_name = common.budget_name(BUDGETS, quick, budget)
     budget = BUDGETS[budget_name]
     options = {name: (method_name, extra) for name, method_name, extra in table1.METHODS}
@@ -73,47 +66,75 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     if unknown:
         raise ValueError(f"unknown Table 1 methods {unknown}; valid: {', '.join(options)}")
     runs = common.runs_dir(NAME, out_dir) / budget_name
-    seed, rows, per_image, tic = budget["seed"], [], {}, time.perf_counter()
+    rows, per_image, tic = [], {}, time.perf_counter()
     for dataset in budget["datasets"]:
-        settings = table1.DATASETS[dataset]
-        images = load_images(dataset, "train", binarize="static", num_images=budget["train_size"])
-        fit, validation = split(images, budget["validation_size"])
-        validation = validation[:budget["validation_images"]]
-        model = mv.models.VAE(image_shape=fit.shape[1:], latent_dim=settings["latent_dim"],
-                              likelihood=settings["likelihood"])
-        vae_epochs = budget["vae_epochs"] or settings["vae_epochs"]
-        pretrained, _, _ = common.train_run(
-            runs / f"{dataset}-pretrain-seed{seed}", model,
-            [Phase(mv.methods.build("vae", learning_rate=settings["learning_rate"]), vae_epochs)], fit, seed=seed,
-            progress=not quick, extra_config={"dataset": dataset, "validation_size": budget["validation_size"]})
-        pretrained = jax.tree_util.tree_map(np.array, pretrained)
+        model, fit, validation, pretrained = pretrain(dataset, budget, runs, quick)
         for row_name in budget["methods"]:
             method_name, extra = options[row_name]
             for lr in budget["learning_rates"]:
-                method = mv.methods.build(method_name, learning_rate=lr, num_mcmc_steps=table1.K,
-                                          num_integration_steps=table1.L, **extra)
-                run_dir = runs / f"{dataset}-{row_name}-lr{lr:g}-seed{seed}"
-                params, state, train_seconds = common.train_run(
-                    run_dir, model, [Phase(method, budget["mcmc_epochs"])], fit, seed=seed,
-                    params=jax.tree_util.tree_map(np.array, pretrained), progress=not quick,
-                    extra_config={"dataset": dataset, "validation_size": budget["validation_size"]})
-                protocol = {"num_samples": budget["num_samples"], "num_images": len(validation),
-                            "variance_factor": 1.5, "mcmc_epochs": budget["mcmc_epochs"]}
-                summary = common.cached_evaluation(
-                    run_dir / "validation.json", protocol, lambda: test_log_likelihood(
-                        jax.random.key(10_000 + seed), model, method, params, state, validation,
-                        num_samples=budget["num_samples"], variance_factor=1.5))
-                per_image[(dataset, row_name, lr)] = np.asarray(summary["per_image"], np.float64)
-                diverged = _nonfinite_updates(run_dir)
-                rows.append(common.row(NAME, dataset, row_name, "validation_log_likelihood",
-                                       summary["test_log_likelihood"], None, 1, learning_rate=lr,
-                                       standard_error=summary.get("standard_error"),
-                                       nonfinite_updates=diverged, train_seconds=train_seconds,
-                                       budget=budget_name, pretrain_learning_rate=settings["learning_rate"],
-                                       num_images=len(validation), num_samples=budget["num_samples"]))
+                row, values = train_and_validate(dataset, model, fit, validation, pretrained, budget,
+                                                 runs / f"{dataset}-{row_name}-lr{lr:g}-seed{budget['seed']}",
+                                                 method_name, extra, lr, quick)
+                per_image[(dataset, row_name, lr)] = values
+                rows.append(common.row(NAME, dataset, row_name, "validation_log_likelihood", row.pop("value"), None,
+                                       1, **row, budget=budget_name))
     minutes = (time.perf_counter() - tic) / 60
     return common.write_results(budget.get("results_name", NAME), rows,
                                 _markdown(rows, per_image, budget_name, budget, minutes), out_dir)
+
+
+def pretrain(dataset: str, budget: dict, runs, quick: bool):
+    """``(model, fit, validation, params)``: the split of ``dataset``'s training images (``budget``'s
+    ``validation_size``, the first ``validation_images`` of the held-out ones kept) and a plain VAE pre-trained on
+    ``fit`` at the paper's learning rate for the dataset, under ``runs`` (resumed or reused if already there)."""
+    import jax
+
+    import mcmcvae as mv
+    from mcmcvae.data import load_images
+    from mcmcvae.train import Phase
+
+    settings, seed = table1.DATASETS[dataset], budget["seed"]
+    images = load_images(dataset, "train", binarize="static", num_images=budget["train_size"])
+    fit, validation = split(images, budget["validation_size"])
+    validation = validation[:budget["validation_images"]]
+    model = mv.models.VAE(image_shape=fit.shape[1:], latent_dim=settings["latent_dim"],
+                          likelihood=settings["likelihood"])
+    params, _, _ = common.train_run(
+        runs / f"{dataset}-pretrain-seed{seed}", model,
+        [Phase(mv.methods.build("vae", learning_rate=settings["learning_rate"]),
+               budget["vae_epochs"] or settings["vae_epochs"])], fit, seed=seed,
+        progress=not quick, extra_config={"dataset": dataset, "validation_size": budget["validation_size"]})
+    return model, fit, validation, jax.tree_util.tree_map(np.array, params)
+
+
+def train_and_validate(dataset: str, model, fit, validation, pretrained, budget: dict, run_dir, method_name: str,
+                       options: dict, learning_rate: float, quick: bool) -> tuple[dict, np.ndarray]:
+    """One MCMC phase from ``pretrained`` in ``run_dir``, scored on ``validation``: ``(fields, per_image)``, the
+    fields of its result row (``value`` the validation log-likelihood) and the per-image log-likelihoods."""
+    import jax
+
+    import mcmcvae as mv
+    from mcmcvae.evaluate.runs import test_log_likelihood
+    from mcmcvae.train import Phase
+
+    seed = budget["seed"]
+    method = mv.methods.build(method_name, learning_rate=learning_rate, num_mcmc_steps=table1.K,
+                              num_integration_steps=table1.L, **options)
+    params, state, train_seconds = common.train_run(
+        run_dir, model, [Phase(method, budget["mcmc_epochs"])], fit, seed=seed,
+        params=jax.tree_util.tree_map(np.array, pretrained), progress=not quick,
+        extra_config={"dataset": dataset, "validation_size": budget["validation_size"]})
+    protocol = {"num_samples": budget["num_samples"], "num_images": len(validation), "variance_factor": 1.5,
+                "mcmc_epochs": budget["mcmc_epochs"]}
+    summary = common.cached_evaluation(
+        run_dir / "validation.json", protocol, lambda: test_log_likelihood(
+            jax.random.key(10_000 + seed), model, method, params, state, validation,
+            num_samples=budget["num_samples"], variance_factor=1.5))
+    fields = {"value": summary["test_log_likelihood"], "learning_rate": learning_rate,
+              "standard_error": summary.get("standard_error"), "nonfinite_updates": _nonfinite_updates(run_dir),
+              "train_seconds": train_seconds, "pretrain_learning_rate": table1.DATASETS[dataset]["learning_rate"],
+              "num_images": len(validation), "num_samples": budget["num_samples"]}
+    return fields, np.asarray(summary["per_image"], np.float64)
 
 
 def _nonfinite_updates(run_dir) -> int:
