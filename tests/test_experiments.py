@@ -52,6 +52,56 @@ def test_table1_lr_validation_split_is_carved_from_training_and_best_rate_is_per
     assert "| vae | -91.00 +- 0.10 | -90.00 +- 0.10 **best** |" in text
 
 
+def test_table1_acceptance_plans_its_runs_and_compares_like_with_like(tmp_path):
+    """dshmc runs at its own target first and then at each higher target, beside the speed-measure methods; targets
+    that would not shorten dshmc's steps and unknown methods are refused; the kernel summary reads the last epoch;
+    the verdict pairs each speed-measure run with the dshmc run whose acceptance rate is nearest its own."""
+    import json
+
+    import numpy as np
+
+    from mcmcvae.experiments import table1_acceptance as acc
+    from mcmcvae.experiments import table1_lr
+
+    cpu = acc.BUDGETS["cpu"]
+    plan = acc.runs_of(cpu)
+    assert [(name, target) for name, _, _, target in plan] == [
+        ("dshmc", 0.65), ("dshmc-0.75", 0.75), ("dshmc-0.85", 0.85), ("gradhmc-lt", None)]
+    assert plan[2][2] == {"target_acceptance_rate": 0.85} and plan[3][1:3] == ("gradhmc", {"preconditioner":
+                                                                                          "lower_triangular"})
+    # the same split, pre-training, rate and schedule as table1-lr's 10-epoch MNIST study, whose runs it repeats
+    ten = table1_lr.BUDGETS["cpu-mnist-10epochs"]
+    assert all(cpu[k] == ten[k] for k in ("datasets", "vae_epochs", "mcmc_epochs", "validation_size",
+                                          "validation_images", "num_samples", "seed"))
+    assert cpu["learning_rate"] == ten["learning_rates"][0] == 3e-4
+    with pytest.raises(ValueError, match="between 0.65 and 1"):
+        acc.runs_of({**cpu, "dshmc_targets": (0.5,)})
+    with pytest.raises(ValueError, match="unknown speed-measure methods \\['dshmc'\\]"):
+        acc.runs_of({**cpu, "speed_measure_methods": ("dshmc",)})
+    with pytest.raises(ValueError, match="unknown budget 'gpu'"):
+        acc.run(budget="gpu", out_dir=tmp_path)
+
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"acceptance_rate": 0.5, "step_size": 1.0, "log_abs_det": 0.0},
+        {"acceptance_rate": 0.84, "step_size": 0.05, "log_abs_det": 10 * np.log(2.0), "beta": 100.0}]) + "\n")
+    kernel = acc.kernel_summary(tmp_path, latent_dim=10)
+    assert kernel["acceptance_rate"] == 0.84 and kernel["beta"] == 100.0
+    assert kernel["geometric_mean_step"] == pytest.approx(0.1)  # h * |det C|^(1/d) = 0.05 * 2
+
+    rows = [{"dataset": "mnist", "method": m, "target_acceptance_rate": t, "acceptance_rate": a, "step_size": 0.1,
+             "log_abs_det": 0.0, "geometric_mean_step": 0.1, "value": -90.0, "standard_error": 0.1,
+             "nonfinite_updates": 0, **extra}
+            for m, t, a, extra in [("dshmc", 0.65, 0.64, {}), ("dshmc-0.85", 0.85, 0.83, {}),
+                                   ("gradhmc-lt", None, 0.80, {"beta": 100.0})]]
+    per_image = {("mnist", "dshmc"): np.array([0.0, 0.0, 0.0]), ("mnist", "dshmc-0.85"): np.array([1.0, 1.0, 2.0]),
+                 ("mnist", "gradhmc-lt"): np.array([0.0, 0.0, 1.0])}
+    text = acc._markdown(rows, per_image, "cpu", cpu, 1.0)
+    assert "gradhmc-lt (acceptance 0.80) minus dshmc-0.85 (acceptance 0.83, the dshmc run nearest it): -1.00" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len({line.replace("\\|", "").count("|") for line in table}) == 1  # escaped pipes keep the columns
+    assert "the paper's 10 MCMC epochs" in text and "Budget `cpu`, cut from the paper's" in text
+
+
 def test_table1_loglik_mcmc_rate_override_and_paired_differences():
     """A budget's MCMC learning rate overrides the paper's per dataset only; the criterion's paired differences
     average per-seed mean differences, with the standard error of the images alone."""
