@@ -28,22 +28,25 @@ LAYERS = {2: (5, 10), 3: (5, 10, 20), 4: (5, 10, 20, 40)}
 CASES = (("mnist", 2), ("fashion_mnist", 2), ("mnist", 3), ("mnist", 4))
 FULL = {"vae_epochs": 190, "mcmc_epochs": 10, "methods": ("vae", "gradmala", "gradhmc", "dsmala", "dshmc"),
         "cases": CASES, "num_samples": 5000, "train_size": None, "test_images": None, "num_mcmc_steps": 10,
-        "kid_images": None, "kid_subset_size": 1000, "kid_num_subsets": 100, "kid_resize_to": 150}
+        "kid_images": None, "kid_subset_size": 1000, "kid_num_subsets": 100, "kid_resize_to": 150,
+        "ais_images": 1000, "ais_temperatures": 1000, "ais_chains": 16}
 # --quick: one hVAE epoch and one epoch of vae and gradmala on 300 MNIST images, two layers only (every compiled
 # training epoch costs 20-40 s of CPU here; deeper models are exercised by tests/hierarchical).
 QUICK = {"vae_epochs": 1, "mcmc_epochs": 1, "methods": ("vae", "gradmala"), "cases": (("mnist", 2),),
          "num_samples": 8, "train_size": 300, "test_images": 20, "num_mcmc_steps": 2,
-         "kid_images": 20, "kid_subset_size": 10, "kid_num_subsets": 5, "kid_resize_to": 75}
+         "kid_images": 20, "kid_subset_size": 10, "kid_num_subsets": 5, "kid_resize_to": 75,
+         "ais_images": 4, "ais_temperatures": 3, "ais_chains": 2}
 # --budget cpu: every case, cut to what a 2-core CPU does in a few hours (there a two-layer hVAE epoch on 60000
 # images takes about 4 s, a gradmala epoch about 30 s and a gradhmc epoch about 100 s; one two-layer case about
 # 30 min alone): the paper's hVAE phase, 3 of its 10 MCMC epochs, S = 1000 on 2000 test images, KID on 1000 test
 # images. The cases are independent, so they can run side by side (``run_case``) and the final invocation reuses
 # them.
 CPU = {**FULL, "mcmc_epochs": 3, "num_samples": 1000, "test_images": 2000, "kid_images": 1000,
-       "kid_subset_size": 500}
+       "kid_subset_size": 500, "ais_images": 200, "ais_temperatures": 100}
 BUDGETS = {"paper": FULL, "cpu": CPU, "quick": QUICK}
 HIDDEN_SIZES, BLOCK_HIDDEN_SIZES, STATE_SIZE = (200, 200), (100,), 100
 NUM_INTEGRATION_STEPS = 2
+AIS_VARIANCE_FACTOR = 1.5  # tau on the start distribution's variance, as table1-loglik's AIS
 LEARNING_RATE = 1e-3
 BATCH_SIZE = 100
 SEED = 0
@@ -71,6 +74,7 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
     from mcmcvae import hierarchical
     from mcmcvae.data import load_images
     from mcmcvae.evaluate.generative import model_kid
+    from mcmcvae.evaluate.runs import test_ais_log_likelihood
     from mcmcvae.train import Phase
 
     budget_name = common.budget_name(BUDGETS, quick, budget)
@@ -88,7 +92,7 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
     hvae_params, _, hvae_seconds = _run(model, [Phase(elbo, budget["vae_epochs"])], train, runs / "hvae", dataset)
     hvae_params = jax.tree_util.tree_map(np.array, hvae_params)
 
-    rows, per_image = [], {}
+    rows, per_image, per_image_ais = [], {}, {}
     for name in budget["methods"]:
         if name == "vae":
             method = elbo
@@ -96,8 +100,8 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
             method = hierarchical.FreezeParams(mv.methods.build(
                 name, num_mcmc_steps=budget["num_mcmc_steps"], num_integration_steps=NUM_INTEGRATION_STEPS,
                 learning_rate=LEARNING_RATE), groups=("prior",))
-        params, _, seconds = _run(model, [Phase(method, budget["mcmc_epochs"])], train, runs / name, dataset,
-                                  params=_copy(hvae_params))
+        params, state, seconds = _run(model, [Phase(method, budget["mcmc_epochs"])], train, runs / name, dataset,
+                                      params=_copy(hvae_params))
 
         def evaluate():
             per_image = hierarchical.log_likelihood(jax.random.key(10_000 + SEED), model, params, test,
@@ -114,6 +118,17 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
                                                  "kid_num_subsets", "kid_resize_to", "train_size")}
         protocol["epochs"] = [budget["vae_epochs"], budget["mcmc_epochs"]]
         result = common.cached_evaluation(runs / name / "eval.json", protocol, evaluate, require=("per_image",))
+        # AIS from the method's own proposal (N(zbar_K, tau Sigma0) for the MCMC methods) to p(x, z): importance
+        # sampling from the hierarchical q is loose for models whose decoder has moved away from q (results file)
+        num_ais = min(budget["ais_images"], len(test))
+        ais_settings = {"num_temperatures": budget["ais_temperatures"], "num_chains": budget["ais_chains"],
+                        "variance_factor": AIS_VARIANCE_FACTOR, "num_images": num_ais,
+                        "epochs": protocol["epochs"]}
+        ais = common.cached_evaluation(runs / name / "ais.json", ais_settings, lambda: test_ais_log_likelihood(
+            jax.random.key(20_000 + SEED), model, method, params, state, test[:num_ais],
+            num_temperatures=budget["ais_temperatures"], num_chains=budget["ais_chains"],
+            variance_factor=AIS_VARIANCE_FACTOR))
+        per_image_ais[name] = np.asarray(ais["per_image"], np.float64)
         kid = result["kid"]
         extra = {"num_layers": num_layers, "latent_sizes": list(sizes), "quick": quick, "budget_name": budget_name,
                  "standard_error": result["standard_error"], "num_samples": budget["num_samples"],
@@ -126,6 +141,17 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
             extra.update(difference_from_vae=mean, difference_from_vae_standard_error=se)
         rows.append(common.row(NAME, dataset, name, "test_log_likelihood", result["log_likelihood"], None, 1,
                                **extra))
+        ais_extra = {"num_layers": num_layers, "latent_sizes": list(sizes), "quick": quick, "budget_name": budget_name,
+                     "standard_error": ais["standard_error"], "num_images": ais["num_images"],
+                     "num_temperatures": budget["ais_temperatures"], "num_chains": budget["ais_chains"],
+                     "acceptance_rate": ais["acceptance_rate"], "eval_seconds": ais["eval_seconds"],
+                     # importance sampling on the same images, for the gap between the two estimates
+                     "importance_on_same_images": float(np.mean(per_image[name][:num_ais]))}
+        if "vae" in per_image_ais and name != "vae":
+            mean, se = common.paired_difference(per_image_ais[name], per_image_ais["vae"])
+            ais_extra.update(difference_from_vae=mean, difference_from_vae_standard_error=se)
+        rows.append(common.row(NAME, dataset, name, "test_log_likelihood_ais", ais["test_log_likelihood"], None, 1,
+                               **ais_extra))
         rows.append(common.row(NAME, dataset, name, "kid", kid["kid"], None, 1, num_layers=num_layers,
                                latent_sizes=list(sizes), quick=quick, budget_name=budget_name,
                                **{k: v for k, v in kid.items() if k != "kid"}))
@@ -146,21 +172,29 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     return paths
 
 
+def _paired(row) -> str:
+    return ("" if "difference_from_vae" not in row else
+            f"{row['difference_from_vae']:+.2f} +- {row['difference_from_vae_standard_error']:.2f}")
+
+
 def _markdown(rows, budget_name, minutes, pending=()) -> str:
     budget, quick = BUDGETS[budget_name], budget_name == "quick"
     kids = {(r["dataset"], r["num_layers"], r["method"]): r for r in rows if r["metric"] == "kid"}
+    ais = {(r["dataset"], r["num_layers"], r["method"]): r for r in rows if r["metric"] == "test_log_likelihood_ais"}
     body = []
     for r in rows:
         if r["metric"] != "test_log_likelihood":
             continue
-        kid = kids[(r["dataset"], r["num_layers"], r["method"])]
-        paired = ("" if "difference_from_vae" not in r else
-                  f"{r['difference_from_vae']:+.2f} +- {r['difference_from_vae_standard_error']:.2f}")
+        key = (r["dataset"], r["num_layers"], r["method"])
+        kid, annealed = kids[key], ais[key]
         body.append([r["dataset"], f"{r['num_layers']} ({'-'.join(map(str, r['latent_sizes']))})", r["method"],
-                     f"{r['value']:.2f} +- {r['standard_error']:.2f}", paired,
+                     f"{r['value']:.2f} +- {r['standard_error']:.2f}", _paired(r),
+                     f"{annealed['importance_on_same_images']:.2f}", f"{annealed['value']:.2f}", _paired(annealed),
                      f"{1000 * kid['value']:.2f} +- {1000 * kid['kid_std']:.2f}"])
-    table = common.markdown_table(["dataset", "layers (sizes)", "method", "test log-likelihood (nats)",
-                                   "minus vae's, paired", "KID x 1000 (+- subset std)"], body)
+    n_ais = next(iter(ais.values()))["num_images"]
+    table = common.markdown_table(["dataset", "layers (sizes)", "method", "test log-likelihood, IS (nats)",
+                                   "IS minus vae's, paired", f"IS, first {n_ais} images", f"AIS, first {n_ais}",
+                                   "AIS minus vae's, paired", "KID x 1000 (+- subset std)"], body)
     kid = next(iter(kids.values()))
     note = ("**Quick run: 300 images, one epoch per phase, one case and two methods; smoke test only, the numbers "
             "mean nothing.**" if quick else "")
@@ -193,7 +227,12 @@ leapfrog steps (HMC), speed-measure methods with a diagonal C; Adam at {LEARNING
 S = {budget['num_samples']} draws of the hierarchical q(z|x) per image over
 {budget['test_images'] or 'all 10000'} test images (+- one standard error over images); "minus vae's, paired" is
 the mean over the same test images of the method's log-likelihood minus vae's, +- the standard error of that
-paired difference, which removes the image-to-image spread that the unpaired errors carry. KID (lower is better):
+paired difference, which removes the image-to-image spread that the unpaired errors carry. AIS: from each
+method's own proposal (for the MCMC methods the Gaussian around the trained chain's mean, variance factor
+{AIS_VARIANCE_FACTOR}; for vae the diagonal Gaussian summary of q along its mean path, `encode`) to p(x, z), {budget['ais_temperatures']} sigmoidal
+temperatures x {budget['ais_chains']} chains, HMC with step sizes adapted per image, on the first {n_ais} test
+images, beside importance sampling on those same images. Both estimate log p(x) from below in expectation, so the
+higher of the two is the tighter. KID (lower is better):
 one decoded prior sample (Bernoulli means) per test image, {kid['num_generated']} against {kid['num_reference']}
 test images resized to {kid['resize_to']} x {kid['resize_to']}, {kid['num_subsets']} subsets of
 {kid['subset_size']}; +- the spread of one subset's estimate.
