@@ -32,7 +32,13 @@ def test_train_evaluate_and_resume(tmp_path, mnist_available, capsys):
     assert ais["estimator"] == "ais" and ais["num_temperatures"] == 20 and ais["num_images"] == 30
     assert 0.0 < ais["acceptance_rate"] <= 1.0
     assert -800 < ais["test_log_likelihood"] < -50
-    assert "AIS acceptance rate" in capsys.readouterr().out
+    assert "AIS acceptance rate" in capsys.readouterr().out and ais["step_size"] == "adapted"
+    assert main(["evaluate", str(out), "--method", "ais", "--num-temperatures", "20", "--num-chains", "4",
+                 "--num-leapfrog-steps", "2", "--num-images", "30", "--step-size", "0.2"]) == 0
+    fixed = json.loads((out / "eval.json").read_text())
+    assert fixed["step_size"] == 0.2 and fixed["acceptance_rate"] != ais["acceptance_rate"]
+    assert main(["evaluate", str(out), "--step-size", "0.2"]) == 2
+    assert "--step-size fixes AIS's leapfrog step: it needs --method ais" in capsys.readouterr().err
 
 
 def test_linear_hvae_trains_and_evaluates_with_its_exact_log_likelihood(tmp_path, capsys):

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-chains", type=int, default=16, help="K, AIS chains per image (--method ais)")
     evaluate.add_argument("--num-leapfrog-steps", type=int, default=5,
                           help="leapfrog steps per AIS HMC transition (--method ais)")
+    evaluate.add_argument("--step-size", type=float, default=None,
+                          help="fixed AIS leapfrog step size, in units of the proposal's scale, for an exactly "
+                               "unbiased estimate of p(x) (--method ais; default: adapted per temperature)")
     evaluate.add_argument("--split", default="test", choices=("test", "train"))
     evaluate.add_argument("--tau", type=float, default=1.5, help="factor on the proposal's variance")
     evaluate.add_argument("--num-images", type=int, default=None, help="evaluate only the first N images")
@@ -192,15 +195,21 @@ def _evaluate(args) -> int:
     images = load_evaluation_images(config, split=args.split, num_images=args.num_images)
     model.validate_images(images)
     key = jax.random.key(args.seed)
+    if args.step_size is not None and (args.method != "ais" or not args.step_size > 0):
+        raise ValueError(f"--step-size fixes AIS's leapfrog step: it needs --method ais and a positive value, got "
+                         f"--method {args.method} --step-size {args.step_size}")
     if args.method == "ais":
         summary = test_ais_log_likelihood(key, model, method, params, state, images,
                                           num_temperatures=args.num_temperatures, num_chains=args.num_chains,
                                           num_leapfrog_steps=args.num_leapfrog_steps, variance_factor=args.tau,
-                                          batch_size=args.batch_size)
+                                          batch_size=args.batch_size,
+                                          **({} if args.step_size is None else {"step_size": args.step_size}))
     else:
         summary = test_log_likelihood(key, model, method, params, state, images, num_samples=args.num_samples,
                                       variance_factor=args.tau, batch_size=args.batch_size)
     summary.pop("per_image")
+    if args.method == "ais":
+        summary["step_size"] = "adapted" if args.step_size is None else args.step_size
     summary.update({"split": args.split, "dataset": dataset, "method": method.name, "seed": args.seed})
     if dataset == LINEAR_HVAE:  # the learnt linear model's log-likelihood is also known exactly
         summary[f"exact_{args.split}_log_likelihood"] = float(np.mean(model.log_marginal(params, images)))
