@@ -228,8 +228,9 @@ S = {budget['num_samples']} draws of the hierarchical q(z|x) per image over
 {budget['test_images'] or 'all 10000'} test images (+- one standard error over images); "minus vae's, paired" is
 the mean over the same test images of the method's log-likelihood minus vae's, +- the standard error of that
 paired difference, which removes the image-to-image spread that the unpaired errors carry. AIS: from each
-method's own proposal (for the MCMC methods the Gaussian around the trained chain's mean, variance factor
-{AIS_VARIANCE_FACTOR}; for vae the diagonal Gaussian summary of q along its mean path, `encode`) to p(x, z), {budget['ais_temperatures']} sigmoidal
+method's own proposal (for the MCMC methods the Gaussian around the trained chain's mean, for vae the diagonal
+Gaussian summary of q along its mean path, `encode`; either with its variance times {AIS_VARIANCE_FACTOR}) to
+p(x, z), {budget['ais_temperatures']} sigmoidal
 temperatures x {budget['ais_chains']} chains, HMC with step sizes adapted per image, on the first {n_ais} test
 images, beside importance sampling on those same images. Both estimate log p(x) from below in expectation, so the
 higher of the two is the tighter. KID (lower is better):
