@@ -52,6 +52,25 @@ def test_table1_lr_validation_split_is_carved_from_training_and_best_rate_is_per
     assert "| vae | -91.00 +- 0.10 | -90.00 +- 0.10 **best** |" in text
 
 
+def test_train_run_reports_the_training_time_of_a_restored_run(tmp_path):
+    """A finished run is restored, not retrained, and reports the seconds its epochs took (from metrics.jsonl),
+    not the few this call spent restoring it."""
+    import numpy as np
+
+    import mcmcvae as mv
+    from mcmcvae.experiments import common
+    from mcmcvae.train import Phase, read_metrics
+
+    images = (np.random.default_rng(0).random((40, 4, 4, 1)) < 0.5).astype(np.float32)
+    model = mv.models.VAE(image_shape=(4, 4, 1), latent_dim=2, hidden_sizes=(8,))
+    phases = [Phase(mv.methods.build("vae"), 2)]
+    _, _, first = common.train_run(tmp_path / "run", model, phases, images, seed=0, batch_size=20, progress=False)
+    epochs = read_metrics(tmp_path / "run")
+    assert len(epochs) == 2 and first == pytest.approx(sum(r["seconds"] for r in epochs))
+    _, _, again = common.train_run(tmp_path / "run", model, phases, images, seed=0, batch_size=20, progress=False)
+    assert again == first and len(read_metrics(tmp_path / "run")) == 2
+
+
 def test_table1_acceptance_plans_its_runs_and_compares_like_with_like(tmp_path):
     """dshmc runs at its own target first and then at each higher target, beside the speed-measure methods; targets
     that would not shorten dshmc's steps and unknown methods are refused; the kernel summary reads the last epoch;

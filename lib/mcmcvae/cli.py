@@ -190,20 +190,19 @@ def _evaluate(args) -> int:
     from mcmcvae.figures import save_image_grid
     from mcmcvae.train import load_run
 
+    if args.step_size is not None and (args.method != "ais" or not args.step_size > 0):
+        raise ValueError(f"--step-size fixes AIS's leapfrog step: it needs --method ais and a positive value, got "
+                         f"--method {args.method} --step-size {args.step_size}")
     model, method, params, state, config = load_run(args.run_dir)
     dataset = config["dataset"]
     images = load_evaluation_images(config, split=args.split, num_images=args.num_images)
     model.validate_images(images)
     key = jax.random.key(args.seed)
-    if args.step_size is not None and (args.method != "ais" or not args.step_size > 0):
-        raise ValueError(f"--step-size fixes AIS's leapfrog step: it needs --method ais and a positive value, got "
-                         f"--method {args.method} --step-size {args.step_size}")
     if args.method == "ais":
         summary = test_ais_log_likelihood(key, model, method, params, state, images,
                                           num_temperatures=args.num_temperatures, num_chains=args.num_chains,
                                           num_leapfrog_steps=args.num_leapfrog_steps, variance_factor=args.tau,
-                                          batch_size=args.batch_size,
-                                          **({} if args.step_size is None else {"step_size": args.step_size}))
+                                          batch_size=args.batch_size, step_size=args.step_size)
     else:
         summary = test_log_likelihood(key, model, method, params, state, images, num_samples=args.num_samples,
                                       variance_factor=args.tau, batch_size=args.batch_size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 
@@ -53,7 +52,9 @@ def plot_training_curves(metrics_path, path, keys=("loss", "acceptance_rate", "b
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in pathlib.Path(metrics_path).read_text().splitlines() if line.strip()]
+    from mcmcvae.train import read_metrics
+
+    rows = read_metrics(pathlib.Path(metrics_path).parent)
     present = [k for k in keys if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, max(1, len(present)), figsize=(3.2 * max(1, len(present)), 2.6), squeeze=False)
     for ax, key in zip(axes[0], present):

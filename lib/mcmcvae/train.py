@@ -40,7 +40,7 @@ from mcmcvae import methods as _methods
 from mcmcvae import models
 from mcmcvae.models import VAE, validate_images
 
-__all__ = ["Phase", "Trainer", "train", "load_run", "BINARIZATIONS", "LOOPS"]
+__all__ = ["Phase", "Trainer", "train", "load_run", "read_metrics", "BINARIZATIONS", "LOOPS"]
 
 BINARIZATIONS = ("none", "static", "dynamic")
 LOOPS = ("auto", "scan", "python")
@@ -313,6 +313,14 @@ class _Checkpoints:
 
     def close(self):
         self.manager.close()
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """The per-epoch rows of a run's ``metrics.jsonl``, oldest first (empty if the run has not finished an epoch)."""
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def load_run(run_dir):

@@ -150,18 +150,17 @@ def _jsonable(value):
 def train_run(run_dir, model, phases, images, *, seed: int, params=None, batch_size: int = 100,
               progress: bool = True, binarize: str = "static", extra_config: dict | None = None):
     """Train one configuration into ``run_dir``, resuming from its checkpoints when an earlier attempt stopped
-    (a finished run is restored, not retrained); returns ``(params, state, train_seconds)``."""
-    import time
-
-    from mcmcvae.train import Trainer
+    (a finished run is restored, not retrained); returns ``(params, state, train_seconds)``, ``train_seconds`` being
+    the run's epochs' wall time summed from its ``metrics.jsonl`` (compilation included), so that a restored or
+    resumed run reports what its training took rather than what this call took."""
+    from mcmcvae.train import Trainer, read_metrics
 
     run_dir = pathlib.Path(run_dir)
     resume = (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir())
     trainer = Trainer(model, phases, batch_size=batch_size, seed=seed, binarize=binarize, out_dir=run_dir,
                       progress=progress, extra_config=extra_config)
-    tic = time.perf_counter()
     params, state = trainer.run(images, resume=resume, params=None if resume else params)
-    return params, state, time.perf_counter() - tic
+    return params, state, float(sum(r["seconds"] for r in read_metrics(run_dir)))
 
 
 def reference_features(name: str, images, *, resize_to: int, out_dir=None) -> np.ndarray:

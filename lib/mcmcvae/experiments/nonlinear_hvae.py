@@ -93,6 +93,7 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
     hvae_params = jax.tree_util.tree_map(np.array, hvae_params)
 
     rows, per_image, per_image_ais = [], {}, {}
+    case = {"num_layers": num_layers, "latent_sizes": list(sizes), "quick": quick, "budget_name": budget_name}
     for name in budget["methods"]:
         if name == "vae":
             method = elbo
@@ -130,32 +131,34 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
             variance_factor=AIS_VARIANCE_FACTOR))
         per_image_ais[name] = np.asarray(ais["per_image"], np.float64)
         kid = result["kid"]
-        extra = {"num_layers": num_layers, "latent_sizes": list(sizes), "quick": quick, "budget_name": budget_name,
-                 "standard_error": result["standard_error"], "num_samples": budget["num_samples"],
+        extra = {**case, "standard_error": result["standard_error"], "num_samples": budget["num_samples"],
                  "num_images": result["num_images"], "train_seconds": hvae_seconds + seconds,
                  "eval_seconds": result["eval_seconds"]}
         per_image[name] = np.asarray(result["per_image"], np.float64)
-        # paired over the same test images (the per-image values stay in the run's eval.json, not in the results)
-        if "vae" in per_image and name != "vae":
-            mean, se = common.paired_difference(per_image[name], per_image["vae"])
-            extra.update(difference_from_vae=mean, difference_from_vae_standard_error=se)
+        extra.update(_difference_from_vae(per_image, name))
         rows.append(common.row(NAME, dataset, name, "test_log_likelihood", result["log_likelihood"], None, 1,
                                **extra))
-        ais_extra = {"num_layers": num_layers, "latent_sizes": list(sizes), "quick": quick, "budget_name": budget_name,
-                     "standard_error": ais["standard_error"], "num_images": ais["num_images"],
+        ais_extra = {**case, "standard_error": ais["standard_error"], "num_images": ais["num_images"],
                      "num_temperatures": budget["ais_temperatures"], "num_chains": budget["ais_chains"],
                      "acceptance_rate": ais["acceptance_rate"], "eval_seconds": ais["eval_seconds"],
                      # importance sampling on the same images, for the gap between the two estimates
-                     "importance_on_same_images": float(np.mean(per_image[name][:num_ais]))}
-        if "vae" in per_image_ais and name != "vae":
-            mean, se = common.paired_difference(per_image_ais[name], per_image_ais["vae"])
-            ais_extra.update(difference_from_vae=mean, difference_from_vae_standard_error=se)
+                     "importance_on_same_images": float(np.mean(per_image[name][:num_ais])),
+                     **_difference_from_vae(per_image_ais, name)}
         rows.append(common.row(NAME, dataset, name, "test_log_likelihood_ais", ais["test_log_likelihood"], None, 1,
                                **ais_extra))
-        rows.append(common.row(NAME, dataset, name, "kid", kid["kid"], None, 1, num_layers=num_layers,
-                               latent_sizes=list(sizes), quick=quick, budget_name=budget_name,
+        rows.append(common.row(NAME, dataset, name, "kid", kid["kid"], None, 1, **case,
                                **{k: v for k, v in kid.items() if k != "kid"}))
     return rows
+
+
+def _difference_from_vae(per_image: dict, name: str) -> dict:
+    """The mean over the same test images of ``name``'s per-image log-likelihood minus vae's, with the standard error
+    of that paired difference (the per-image values stay in the run's evaluation files, not in the results); empty
+    for vae itself or before vae has been evaluated."""
+    if name == "vae" or "vae" not in per_image:
+        return {}
+    mean, se = common.paired_difference(per_image[name], per_image["vae"])
+    return {"difference_from_vae": mean, "difference_from_vae_standard_error": se}
 
 
 def run(*, quick: bool = False, out_dir=None, budget: str | None = None):

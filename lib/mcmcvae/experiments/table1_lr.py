@@ -14,7 +14,6 @@ evaluated on validation with each method at its best rate.
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -139,9 +138,9 @@ def train_and_validate(dataset: str, model, fit, validation, pretrained, budget:
 
 def _nonfinite_updates(run_dir) -> int:
     """Updates the trainer skipped because a gradient or loss was not finite, summed over the run's epochs."""
-    path = run_dir / "metrics.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return int(sum(r.get("nonfinite_updates", 0) or 0 for r in lines))
+    from mcmcvae.train import read_metrics
+
+    return int(sum(r.get("nonfinite_updates", 0) or 0 for r in read_metrics(run_dir)))
 
 
 def best_learning_rates(rows) -> dict:
