@@ -33,6 +33,7 @@ from mcmcvae.adaptation.dual_averaging import (
 )
 from mcmcvae.adaptation.speed_measure import (
     PRECONDITIONER_KINDS,
+    STEP_SIZE_ADAPTATIONS,
     ObjectiveAux,
     SpeedMeasureAdaptation,
     SpeedMeasureInfo,
@@ -51,6 +52,7 @@ __all__ = [
     "DualAveragingInfo",
     "ObjectiveAux",
     "PRECONDITIONER_KINDS",
+    "STEP_SIZE_ADAPTATIONS",
     "SpeedMeasureAdaptation",
     "SpeedMeasureInfo",
     "SpeedMeasureParams",

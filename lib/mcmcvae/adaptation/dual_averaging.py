@@ -82,6 +82,31 @@ class DualAveragingAdaptation(NamedTuple):
     num_integration_steps: int
 
 
+
+def init_state(da_init: Callable, initial_step_size) -> DualAveragingAdaptationState:
+    """BlackJAX's dual-averaging state at ``h = initial_step_size``, with fixed dtypes, so it can be a ``lax.scan``
+    carry (BlackJAX's ``init`` mixes Python scalars in)."""
+    state = da_init(jnp.asarray(initial_step_size, jnp.float32))
+    return DualAveragingAdaptationState(
+        jnp.asarray(state.log_step_size, jnp.float32),
+        jnp.asarray(state.log_step_size_avg, jnp.float32),
+        jnp.asarray(state.step, jnp.int32),
+        jnp.asarray(state.avg_error, jnp.float32),
+        jnp.asarray(state.mu, jnp.float32),
+    )
+
+
+def update_state(
+    da_update: Callable, state: DualAveragingAdaptationState, acceptance_rate
+) -> DualAveragingAdaptationState:
+    """One BlackJAX dual-averaging step on ``acceptance_rate``, keeping the carry's dtypes (BlackJAX's update may
+    promote them)."""
+    new_state = da_update(state, acceptance_rate)
+    return DualAveragingAdaptationState(
+        *(jnp.asarray(new, jnp.asarray(old).dtype) for new, old in zip(new_state, state))
+    )
+
+
 def _to_preconditioner(state: DualAveragingAdaptationState, dim: int, *, averaged: bool = True) -> Preconditioner:
     log_step_size = state.log_step_size_avg if averaged else state.log_step_size
     return Preconditioner(jnp.asarray(log_step_size, jnp.float32), jnp.ones((dim,), jnp.float32))
@@ -157,15 +182,7 @@ def dual_averaging(
         return fn
 
     def init(initial_step_size: float = 1.0) -> DualAveragingAdaptationState:
-        # Fixed dtypes, so the state can be a lax.scan carry (BlackJAX's init mixes Python scalars in).
-        state = da_init(jnp.asarray(initial_step_size, jnp.float32))
-        return DualAveragingAdaptationState(
-            jnp.asarray(state.log_step_size, jnp.float32),
-            jnp.asarray(state.log_step_size_avg, jnp.float32),
-            jnp.asarray(state.step, jnp.int32),
-            jnp.asarray(state.avg_error, jnp.float32),
-            jnp.asarray(state.mu, jnp.float32),
-        )
+        return init_state(da_init, initial_step_size)
 
     def update(rng_key, state, chain_states, logdensity_fn=None, context=None, *, context_axes=0):
         logdensity = resolve_logdensity(logdensity_fn)
@@ -176,11 +193,7 @@ def dual_averaging(
             in_axes=(0, 0, context_axes),
         )
         chain_states, info = step(jax.random.split(rng_key, num_chains), chain_states, context)
-        new_state = da_update(state, jnp.mean(info.acceptance_rate))
-        # Keep the carry's dtypes fixed (BlackJAX's update may promote them).
-        new_state = DualAveragingAdaptationState(
-            *(jnp.asarray(new, jnp.asarray(old).dtype) for new, old in zip(new_state, state))
-        )
+        new_state = update_state(da_update, state, jnp.mean(info.acceptance_rate))
         return chain_states, new_state, DualAveragingInfo(
             info.acceptance_rate,
             info.is_accepted,

@@ -32,6 +32,17 @@ Entropies, up to constants:
 
 The adaptation is a pure ``(init, update)`` pair over :class:`SpeedMeasureState`; ``update`` moves every chain
 one step with the current ``(h, C)`` and uses that same step's proposal for the gradient.
+
+**A variant, not the paper's method: the chains move with a dual-averaged multiple of h**
+(``step_size_adaptation="dual_averaging"``). For HMC the entropy can peak at a shorter step than the one that
+accepts the target rate, and then no beta reaches the target (for L = 2 on a Gaussian the entropy's
+``log(h) + log(1 - h^2 lambda / 2)`` per direction peaks at ``h^2 lambda = 2/3``, and the local approximation
+breaks down at ``h^2 lambda = 2``, before a 10-d standard Gaussian's 0.65 step; docs/kernels.md). In this variant
+``(h, C)`` and beta are learnt exactly as above, from the objective's own proposal at ``h``, but the chains then
+move with a separate kernel step at ``s h`` and the same ``C``, where ``log s`` follows BlackJAX's dual averaging
+towards the target acceptance rate (as ``h`` does for ``dshmc``). So the speed measure chooses the shape of ``C``
+and dual averaging the step length. Each update costs one more kernel step (forward only). The tuned kernel is
+``(s-bar h, C)`` with dual averaging's averaged ``s-bar``.
 """
 
 from __future__ import annotations
@@ -45,13 +56,18 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from blackjax.adaptation.step_size import dual_averaging_adaptation
+
 from mcmcvae.adaptation import _common, logdet
+from mcmcvae.adaptation.dual_averaging import init_state as _init_dual_averaging
+from mcmcvae.adaptation.dual_averaging import update_state as _update_dual_averaging
 from mcmcvae.adaptation._common import AdaptationResults
 from mcmcvae.kernels import Preconditioner
 from mcmcvae.types import Array, PRNGKey
 
 __all__ = [
     "PRECONDITIONER_KINDS",
+    "STEP_SIZE_ADAPTATIONS",
     "SpeedMeasureParams",
     "SpeedMeasureState",
     "SpeedMeasureInfo",
@@ -63,6 +79,7 @@ __all__ = [
 ]
 
 PRECONDITIONER_KINDS = ("diagonal", "lower_triangular")
+STEP_SIZE_ADAPTATIONS = ("speed_measure", "dual_averaging")
 BETA_BOUNDS = (1e-3, 100.0)
 
 
@@ -96,12 +113,16 @@ class SpeedMeasureState(NamedTuple):
         The ``optax`` optimiser's state for ``params``.
     step
         Number of updates done (``int32``); adaptation stops once it reaches ``num_adaptation_steps``.
+    step_size_factor
+        With ``step_size_adaptation="dual_averaging"``, BlackJAX's dual-averaging state of ``log s``: the chains move
+        with step size ``s h`` (``s`` its iterate while adapting, its average after). None otherwise.
     """
 
     params: SpeedMeasureParams
     beta: Array
     optimizer_state: Any
     step: Array
+    step_size_factor: Any = None
 
 
 class ObjectiveAux(NamedTuple):
@@ -175,7 +196,9 @@ def to_preconditioner(params: SpeedMeasureParams | SpeedMeasureState) -> Precond
     """The :class:`mcmcvae.kernels.Preconditioner` of unconstrained parameters (or of an adaptation state).
 
     ``C = diag(exp(scale))`` for a diagonal ``C``; ``C = tril(scale, -1) + diag(exp(diag(scale)))`` for a
-    lower-triangular one. Differentiable.
+    lower-triangular one. Differentiable. Of a state with a dual-averaged step-size factor ``s`` (the variant
+    ``step_size_adaptation="dual_averaging"``), the step size is ``s-bar h``, the one to sample with once adaptation
+    stops.
 
     Examples
     --------
@@ -184,7 +207,7 @@ def to_preconditioner(params: SpeedMeasureParams | SpeedMeasureState) -> Precond
     Array(1., dtype=float32)
     """
     if isinstance(params, SpeedMeasureState):
-        params = params.params
+        params = _frozen_params(params)
     scale = params.scale
     if scale.ndim == 1:
         return Preconditioner(params.log_step_size, jnp.exp(scale))
@@ -206,6 +229,13 @@ def from_preconditioner(preconditioner: Preconditioner) -> SpeedMeasureParams:
     signs = jnp.where(jnp.diagonal(lower) < 0, -1.0, 1.0).astype(scale.dtype)
     lower = lower * signs[None, :]
     return SpeedMeasureParams(log_step_size, jnp.tril(lower, -1) + jnp.diag(jnp.log(jnp.diagonal(lower))))
+
+
+def _frozen_params(state: SpeedMeasureState) -> SpeedMeasureParams:
+    """The parameters to sample with once adaptation stops: ``s-bar h`` when the step-size factor is dual-averaged."""
+    if state.step_size_factor is None:
+        return state.params
+    return state.params._replace(log_step_size=state.params.log_step_size + state.step_size_factor.log_step_size_avg)
 
 
 class SpeedMeasureAdaptation(NamedTuple):
@@ -231,7 +261,7 @@ class SpeedMeasureAdaptation(NamedTuple):
         from ``logdensity_fn`` with ``lax.scan``; ``info`` fields get a leading ``num_steps`` axis.
     to_preconditioner
         ``state -> Preconditioner``.
-    algorithm, target_acceptance_rate, num_integration_steps, preconditioner
+    algorithm, target_acceptance_rate, num_integration_steps, preconditioner, step_size_adaptation
         The settings.
     """
 
@@ -245,6 +275,7 @@ class SpeedMeasureAdaptation(NamedTuple):
     target_acceptance_rate: float
     num_integration_steps: int
     preconditioner: str
+    step_size_adaptation: str = "speed_measure"
 
 
 def speed_measure(
@@ -268,6 +299,7 @@ def speed_measure(
     spectral_radius_threshold: float = 0.75,
     penalty_strength: float = 1000.0,
     divergence_threshold: float = 1000.0,
+    step_size_adaptation: str = "speed_measure",
 ) -> SpeedMeasureAdaptation:
     r"""Adapt ``h`` and ``C`` of a MALA or HMC kernel by maximising the entropy speed measure.
 
@@ -321,6 +353,12 @@ def speed_measure(
         The spectral-radius penalty.
     divergence_threshold
         Passed to the HMC kernel.
+    step_size_adaptation
+        ``"speed_measure"`` (the paper's method): the chains move with the objective's own proposal at ``(h, C)``.
+        ``"dual_averaging"`` (a variant, see the module docstring): ``(h, C)`` and beta are learnt the same way,
+        and the chains then move by a second kernel step at ``(s h, C)``, ``log s`` dual-averaged towards the
+        target acceptance rate (BlackJAX's constants, from ``s = 1``). ``info.acceptance_rate`` and
+        ``info.step_size`` are then the move's.
 
     Returns
     -------
@@ -352,6 +390,10 @@ def speed_measure(
     name, target, num_steps_l = _common.resolve(algorithm, target_acceptance_rate, num_integration_steps)
     if preconditioner not in PRECONDITIONER_KINDS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONER_KINDS}, got {preconditioner!r}")
+    if step_size_adaptation not in STEP_SIZE_ADAPTATIONS:
+        raise ValueError(f"step_size_adaptation must be one of {STEP_SIZE_ADAPTATIONS}, got {step_size_adaptation!r}")
+    dual_averaged = step_size_adaptation == "dual_averaging"
+    factor_init, factor_update, _ = dual_averaging_adaptation(target)
     preconditioner_kind = preconditioner
     kernel_options = {"stop_gradient_proposal_grad": stop_gradient_proposal_grad}
     if name == "hmc":
@@ -437,6 +479,7 @@ def speed_measure(
             jnp.asarray(initial_beta, params.scale.dtype),
             optimizer.init(params),
             jnp.zeros((), jnp.int32),
+            _init_dual_averaging(factor_init, 1.0) if dual_averaged else None,
         )
 
     def update(rng_key, state, chain_states, logdensity_fn=None, context=None, *, context_axes=0):
@@ -460,7 +503,8 @@ def speed_measure(
             )
             mean_acceptance = jnp.mean(aux.info.acceptance_rate)
             beta = jnp.clip(state.beta * (1.0 + beta_learning_rate * (mean_acceptance - target)), *BETA_BOUNDS)
-            new_state = SpeedMeasureState(params, beta.astype(state.beta.dtype), optimizer_state, state.step + 1)
+            new_state = state._replace(params=params, beta=beta.astype(state.beta.dtype),
+                                       optimizer_state=optimizer_state, step=state.step + 1)
             return value, aux, new_state, jnp.asarray(True), finite
 
         def frozen(_):
@@ -473,11 +517,14 @@ def speed_measure(
             value, aux, new_state, is_adapting, finite = lax.cond(
                 state.step < num_adaptation_steps, adapt, frozen, None
             )
-        precond = to_preconditioner(state.params)
+        precond, moved, move_info = to_preconditioner(state.params), aux.states, aux.info
+        if dual_averaged:
+            moved, move_info, precond, new_state = move_with_factor(rng_key, state, new_state, is_adapting,
+                                                                    chain_states, logdensity_fn, context, context_axes)
         info = SpeedMeasureInfo(
-            acceptance_rate=aux.info.acceptance_rate,
-            is_accepted=aux.info.is_accepted,
-            is_divergent=aux.info.is_divergent,
+            acceptance_rate=move_info.acceptance_rate,
+            is_accepted=move_info.is_accepted,
+            is_divergent=move_info.is_divergent,
             beta=state.beta,
             step_size=precond.step_size,
             log_abs_det=precond.log_abs_det(),
@@ -488,7 +535,24 @@ def speed_measure(
             is_adapting=is_adapting,
             gradient_is_finite=finite,
         )
-        return aux.states, new_state, info
+        return moved, new_state, info
+
+    def move_with_factor(rng_key, state, new_state, is_adapting, chain_states, logdensity_fn, context, context_axes):
+        """The variant's move: one kernel step at ``(s h, C)`` from the states the objective started from (with
+        ``s`` the iterate while adapting, the average after), then one dual-averaging step of ``log s``."""
+        factor = state.step_size_factor
+        log_factor = jnp.where(is_adapting, factor.log_step_size, factor.log_step_size_avg)
+        precond = to_preconditioner(state.params._replace(log_step_size=state.params.log_step_size + log_factor))
+        logdensity = resolve_logdensity(logdensity_fn)
+        step = jax.vmap(
+            lambda key, chain, ctx: kernel(key, chain, _common.with_context(logdensity, ctx), precond),
+            in_axes=(0, 0, context_axes),
+        )
+        num_chains = chain_states.position.shape[0]
+        moved, info = step(jax.random.split(jax.random.fold_in(rng_key, 1), num_chains), chain_states, context)
+        updated = _update_dual_averaging(factor_update, factor, jnp.mean(info.acceptance_rate))
+        factor = jax.tree.map(lambda new, old: jnp.where(is_adapting, new, old), updated, factor)
+        return moved, info, precond, new_state._replace(step_size_factor=factor)
 
     def init_chains(positions, logdensity_fn=None, context=None, *, context_axes=0):
         return _common.init_chains(
@@ -519,4 +583,5 @@ def speed_measure(
         target_acceptance_rate=target,
         num_integration_steps=num_steps_l,
         preconditioner=preconditioner_kind,
+        step_size_adaptation=step_size_adaptation,
     )

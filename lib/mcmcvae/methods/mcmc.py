@@ -11,7 +11,9 @@ One training step on a batch ``x_1..x_n``:
 
    - ``"speed_measure"`` (``gradmala``, ``gradhmc``): after every kernel step, one optimiser step on the entropy
      speed measure ``E[min(0, log alpha)] + beta H`` over this batch's (x, z) pairs, beta steered towards the
-     target acceptance rate (:func:`mcmcvae.adaptation.speed_measure`);
+     target acceptance rate (:func:`mcmcvae.adaptation.speed_measure`). With
+     ``step_size_adaptation="dual_averaging"`` (a variant, not the paper's method) the chains move with ``s h``
+     instead, ``s`` dual-averaged towards the target, while ``(h, C)`` learn as before;
    - ``"dual_averaging"`` (``dsmala``, ``dshmc``): BlackJAX's dual averaging of h towards the target acceptance
      rate, C = I, its state carried across batches (or restarted from h = 1 every batch with
      ``restart_dual_averaging``, as the paper's code did);
@@ -79,6 +81,10 @@ class MCMC:
         Restart dual averaging from h = 1 every batch (the paper code's behaviour) instead of carrying it.
     stop_gradient_proposal_grad
         The speed measure's "biased" gradient of the paper's code (see :mod:`mcmcvae.kernels.mala`).
+    step_size_adaptation
+        Speed measure only. ``"speed_measure"`` (the paper's method) or ``"dual_averaging"``: the chains move with
+        ``s h`` and the learnt ``C``, ``log s`` dual-averaged towards the target acceptance rate, which gradHMC's
+        own objective does not reach (:mod:`mcmcvae.adaptation.speed_measure`).
     num_proposal_chains
         Chains per image whose final states' mean centres the evaluation proposal.
     """
@@ -95,6 +101,7 @@ class MCMC:
     target_acceptance_rate: float | None = None
     restart_dual_averaging: bool = False
     stop_gradient_proposal_grad: bool = False
+    step_size_adaptation: str = "speed_measure"
     num_proposal_chains: int = 16
 
     def __post_init__(self):
@@ -105,6 +112,12 @@ class MCMC:
         if self.preconditioner not in adaptation.PRECONDITIONER_KINDS:
             raise ValueError(f"unknown preconditioner {self.preconditioner!r}; "
                              f"choose one of {adaptation.PRECONDITIONER_KINDS}")
+        if self.step_size_adaptation not in adaptation.STEP_SIZE_ADAPTATIONS:
+            raise ValueError(f"unknown step_size_adaptation {self.step_size_adaptation!r}; "
+                             f"choose one of {adaptation.STEP_SIZE_ADAPTATIONS}")
+        if self.step_size_adaptation != "speed_measure" and self.tuning != "speed_measure":
+            raise ValueError(f"step_size_adaptation={self.step_size_adaptation!r} is an option of the speed-measure "
+                             f"methods (gradmala, gradhmc), not of {self.name}")
         if self.num_mcmc_steps < 1 or self.num_integration_steps < 1:
             raise ValueError("num_mcmc_steps and num_integration_steps must be positive")
 
@@ -126,7 +139,8 @@ class MCMC:
             return adaptation.speed_measure(
                 self._module, preconditioner=self.preconditioner, target_acceptance_rate=self.target_acceptance_rate,
                 learning_rate=self.kernel_learning_rate, initial_step_size=self.step_size,
-                stop_gradient_proposal_grad=self.stop_gradient_proposal_grad, **self._hmc_options)
+                stop_gradient_proposal_grad=self.stop_gradient_proposal_grad,
+                step_size_adaptation=self.step_size_adaptation, **self._hmc_options)
         if self.tuning == "dual_averaging":
             return adaptation.dual_averaging(
                 self._module, target_acceptance_rate=self.target_acceptance_rate, **self._hmc_options)
@@ -200,6 +214,8 @@ class MCMC:
             diagnostics["beta"] = kernel_state.beta
             diagnostics["speed_measure"] = jnp.mean(infos.objective)
             diagnostics["nonfinite_kernel_gradients"] = jnp.sum(~infos.gradient_is_finite)
+            if kernel_state.step_size_factor is not None:
+                diagnostics["step_size_factor"] = jnp.exp(kernel_state.step_size_factor.log_step_size_avg)
         return chains.position, kernel_state, diagnostics
 
     # ------------------------------------------------------------------------------------- the method
