@@ -85,9 +85,11 @@ def test_table1_acceptance_plans_its_runs_and_compares_like_with_like(tmp_path):
     cpu = acc.BUDGETS["cpu"]
     plan = acc.runs_of(cpu)
     assert [(name, target) for name, _, _, target in plan] == [
-        ("dshmc", 0.65), ("dshmc-0.75", 0.75), ("dshmc-0.85", 0.85), ("gradhmc-lt", None)]
+        ("dshmc", 0.65), ("dshmc-0.75", 0.75), ("dshmc-0.85", 0.85), ("gradhmc-lt", None), ("gradhmc-lt-da", None)]
     assert plan[2][2] == {"target_acceptance_rate": 0.85} and plan[3][1:3] == ("gradhmc", {"preconditioner":
                                                                                           "lower_triangular"})
+    # the variant is gradhmc-lt with the chains moved by a dual-averaged multiple of h
+    assert plan[4][1:3] == ("gradhmc", {"preconditioner": "lower_triangular", "step_size_adaptation": "dual_averaging"})
     # the same split, pre-training, rate and schedule as table1-lr's 10-epoch MNIST study, whose runs it repeats
     ten = table1_lr.BUDGETS["cpu-mnist-10epochs"]
     assert all(cpu[k] == ten[k] for k in ("datasets", "vae_epochs", "mcmc_epochs", "validation_size",
@@ -104,7 +106,7 @@ def test_table1_acceptance_plans_its_runs_and_compares_like_with_like(tmp_path):
         {"acceptance_rate": 0.5, "step_size": 1.0, "log_abs_det": 0.0},
         {"acceptance_rate": 0.84, "step_size": 0.05, "log_abs_det": 10 * np.log(2.0), "beta": 100.0}]) + "\n")
     kernel = acc.kernel_summary(tmp_path, latent_dim=10)
-    assert kernel["acceptance_rate"] == 0.84 and kernel["beta"] == 100.0
+    assert kernel["acceptance_rate"] == 0.84 and kernel["beta"] == 100.0 and "step_size_factor" not in kernel
     assert kernel["geometric_mean_step"] == pytest.approx(0.1)  # h * |det C|^(1/d) = 0.05 * 2
 
     rows = [{"dataset": "mnist", "method": m, "target_acceptance_rate": t, "acceptance_rate": a, "step_size": 0.1,

@@ -132,6 +132,8 @@ def _train(args) -> int:
 
     method_name = args.method
     mv.methods.build(method_name)  # an unknown name fails here, before any data is read
+    if args.step_size_adaptation != "speed_measure" and method_name not in ("gradmala", "gradhmc"):
+        raise ValueError(f"--step-size-adaptation is an option of gradmala and gradhmc, not of {method_name}; drop it")
     latent_sizes = _int_list(args.latent_sizes, "--latent-sizes")
     if args.dataset == LINEAR_HVAE:
         if args.likelihood not in (None, "gaussian") or args.binarize not in (None, "none"):

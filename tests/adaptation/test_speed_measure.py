@@ -313,6 +313,9 @@ def _adapt(target, algorithm, kind, **options):
         "target": adapt.target_acceptance_rate,
         "beta": np.asarray(info.beta),
         "step_size": float(results.parameters.step_size),
+        # h |det C|^(1/d): the step's scale, comparable between runs whose C differ in volume
+        "geometric_mean_step": float(results.parameters.step_size
+                                     * np.exp(float(results.parameters.log_abs_det()) / target.dim)),
     }
 
 
@@ -367,3 +370,69 @@ def test_hmc_acceptance_sits_at_the_entropy_optimum(hmc_lower_triangular):
 )
 def test_hmc_acceptance_reaches_the_target(hmc_lower_triangular):
     assert abs(hmc_lower_triangular["acceptance"] - hmc_lower_triangular["target"]) < 0.1, hmc_lower_triangular
+
+
+# -- the variant: chains moved with a dual-averaged multiple of h ---------------------------------------------------
+
+
+def test_dual_averaged_factor_moves_the_chains_with_s_h_and_leaves_the_learning_of_h_and_c_alone(make_gaussian):
+    """The variant's update is the paper's update of (h, C, beta) from the objective's own proposal, plus a separate
+    move at ``(s h, C)`` with ``s`` the dual-averaging iterate; the state's tuned kernel is ``(s-bar h, C)``."""
+    target = make_gaussian(4, 10.0, rotate=True)
+    options = dict(preconditioner="lower_triangular", num_integration_steps=2, initial_step_size=0.3)
+    paper = mv.adaptation.speed_measure(mv.kernels.hmc, target.logdensity_fn(), **options)
+    variant = mv.adaptation.speed_measure(mv.kernels.hmc, target.logdensity_fn(),
+                                          step_size_adaptation="dual_averaging", **options)
+    assert variant.step_size_adaptation == "dual_averaging" and paper.init(4).step_size_factor is None
+    positions = jnp.asarray(target.sample(3, 8), jnp.float32)
+    chains = paper.init_chains(positions)
+    state = variant.init(4)
+    for step in range(5):  # move s away from 1 first
+        chains, state, _ = jax.jit(variant.update)(jax.random.key(step), state, chains)
+
+    key = jax.random.key(9)
+    moved, new_state, info = jax.jit(variant.update)(key, state, chains)
+    paper_state = mv.adaptation.SpeedMeasureState(*state[:4])
+    objective_chains, expected_state, _ = jax.jit(paper.update)(key, paper_state, chains)
+    for got, want in zip(jax.tree.leaves(new_state[:4]), jax.tree.leaves(expected_state)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
+
+    factor = state.step_size_factor
+    step_size = float(np.exp(state.params.log_step_size + factor.log_step_size))
+    np.testing.assert_allclose(float(info.step_size), step_size, rtol=1e-5)
+    precond = mv.adaptation.to_preconditioner(state.params)._replace(log_step_size=jnp.log(step_size))
+    kernel = mv.kernels.hmc.build_kernel(2)
+    keys = jax.random.split(jax.random.fold_in(key, 1), 8)
+    expected = jax.vmap(lambda k, c: kernel(k, c, target.logdensity_fn(), precond)[0])(keys, chains)
+    np.testing.assert_allclose(np.asarray(moved.position), np.asarray(expected.position), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(moved.position), np.asarray(objective_chains.position))
+    assert int(new_state.step_size_factor.step) == int(factor.step) + 1
+    tuned = mv.adaptation.to_preconditioner(new_state)
+    np.testing.assert_allclose(
+        float(tuned.log_step_size),
+        float(new_state.params.log_step_size + new_state.step_size_factor.log_step_size_avg), rtol=1e-6)
+
+
+def test_unknown_step_size_adaptation_is_named():
+    with pytest.raises(ValueError, match="step_size_adaptation"):
+        mv.adaptation.speed_measure(mv.kernels.mala, step_size_adaptation="adam")
+
+
+@pytest.fixture(scope="module")
+def hmc_dual_averaged_factor(make_gaussian):
+    return _adapt(make_gaussian(20, 500.0, rotate=True), mv.kernels.hmc, "lower_triangular", num_integration_steps=3,
+                  step_size_adaptation="dual_averaging")
+
+
+@pytest.mark.slow
+def test_dual_averaged_factor_reaches_the_target_and_keeps_the_whitening(hmc_dual_averaged_factor,
+                                                                         hmc_lower_triangular):
+    """Where gradHMC's own proposals stop near 0.89 (the test above), the variant's moves accept at the target
+    and its C whitens the target as well, with longer steps than gradHMC's."""
+    result = hmc_dual_averaged_factor
+    # Dual averaging holds the running mean of the acceptance at the target; over the last 500 steps the mean
+    # stays within a few of its standard errors (0.0014 from the chains' spread here) plus the iterate's drift.
+    assert abs(result["acceptance"] - result["target"]) < 0.01, result
+    assert result["condition_number"] < 5.0, result
+    assert result["geometric_mean_step"] > 1.5 * hmc_lower_triangular["geometric_mean_step"], (
+        result, hmc_lower_triangular)

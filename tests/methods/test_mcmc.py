@@ -98,9 +98,28 @@ def test_dual_averaging_restart_option_starts_each_batch_from_h_equal_one():
     assert not np.allclose(carried["kernel"].log_step_size, s1["kernel"].log_step_size)
 
 
+def test_dual_averaged_step_size_factor_option_of_gradhmc():
+    model, params, images, method, state = _setup("gradhmc", step_size_adaptation="dual_averaging")
+    assert method.name == "gradhmc" and method.config()["step_size_adaptation"] == "dual_averaging"
+    step = jax.jit(lambda k, p, s: method.step(k, model, p, s, images))
+    _, s1, metrics = step(jax.random.key(3), params, state)
+    _, s2, _ = step(jax.random.key(4), params, s1)
+    # one dual-averaging step per kernel step (BlackJAX counts from 1)
+    assert int(s2["kernel"].step_size_factor.step) == int(state["kernel"].step_size_factor.step) + 2 * 3
+    tuned = method.kernel_parameters(model, s2)
+    np.testing.assert_allclose(
+        float(tuned.log_step_size),
+        float(s2["kernel"].params.log_step_size + s2["kernel"].step_size_factor.log_step_size_avg), rtol=1e-6)
+    assert float(metrics["step_size_factor"]) > 0 and 0.0 <= float(metrics["acceptance_rate"]) <= 1.0
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="preconditioner"):
         mv.methods.build("gradmala", preconditioner="full")
+    with pytest.raises(ValueError, match="step_size_adaptation"):
+        mv.methods.build("gradhmc", step_size_adaptation="adam")
+    with pytest.raises(ValueError, match="speed-measure methods"):
+        mv.methods.build("dshmc", step_size_adaptation="dual_averaging")
     with pytest.raises(ValueError, match="num_mcmc_steps"):
         mv.methods.build("gradhmc", num_mcmc_steps=0)
 
@@ -111,13 +130,15 @@ def _binary(n=200, seed=0):
     return (protos[rng.integers(0, 3, n)] ^ (rng.random((n, 6, 6, 1)) < 0.05)).astype(np.float32)
 
 
-def test_resume_in_the_middle_of_the_mcmc_phase_continues_exactly(tmp_path):
+@pytest.mark.parametrize("step_size_adaptation", ["speed_measure", "dual_averaging"])
+def test_resume_in_the_middle_of_the_mcmc_phase_continues_exactly(tmp_path, step_size_adaptation):
     model = mv.models.VAE((6, 6, 1), 2, hidden_sizes=(16,))
     images = _binary()
 
     def phases(mcmc_epochs):
         return [Phase(mv.methods.build("vae"), 1),
-                Phase(mv.methods.build("gradhmc", num_mcmc_steps=2, preconditioner="lower_triangular"), mcmc_epochs)]
+                Phase(mv.methods.build("gradhmc", num_mcmc_steps=2, preconditioner="lower_triangular",
+                                       step_size_adaptation=step_size_adaptation), mcmc_epochs)]
 
     straight, straight_state = Trainer(model, phases(3), batch_size=20, seed=1, progress=False).run(images)
     Trainer(model, phases(1), batch_size=20, seed=1, out_dir=tmp_path, progress=False).run(images)
