@@ -146,6 +146,31 @@ def test_table1_loglik_mcmc_rate_override_and_paired_differences():
         table1.paired_differences(leader, rival[:1])
 
 
+def test_table1_loglik_variant_budget_repeats_the_cpu_mnist_rows_beside_the_variant():
+    """``cpu-mnist-variant`` is the cpu budget's MNIST setting (same seeds, schedule, rate and scores), so its
+    paper-method rows repeat cpu's; the variant runs only where a budget names it, is paired against the rivals
+    and the best speed-measure method, and is kept out of the criterion."""
+    import numpy as np
+
+    from mcmcvae.experiments import table1_loglik as table1
+
+    cpu, variant = table1.BUDGETS["cpu"], table1.BUDGETS["cpu-mnist-variant"]
+    shared = set(cpu) - {"datasets", "mcmc_learning_rates", "mcmc_learning_rate_reason"}
+    assert all(variant[k] == cpu[k] for k in shared) and variant["datasets"] == ("mnist",)
+    assert table1.mcmc_learning_rate(variant, "mnist") == table1.mcmc_learning_rate(cpu, "mnist")
+    assert "gradhmc-lt-da" in variant["methods"] and {"vae", "dsmala", "dshmc"} < set(variant["methods"])
+    assert "methods" not in cpu and "gradhmc-lt-da" not in [name for name, _, _ in table1.METHODS]
+    rows = [{"dataset": "mnist", "method": m, "metric": "test_log_likelihood", "value": v}
+            for m, v in [("vae", -83.0), ("dsmala", -82.0), ("dshmc", -81.0), ("gradhmc-lt", -81.5),
+                         ("gradhmc-lt-da", -80.0)]]
+    best, _, _, passed = table1.verdict(rows, "mnist")
+    assert best == "gradhmc-lt" and not passed  # the variant's better value does not count
+    per_image = {("mnist", r["method"]): [np.array([r["value"], r["value"] + 1.0])] for r in rows}
+    lines = table1._paired_lines("mnist", rows, per_image)
+    assert len(lines) == 2 and lines[1].startswith("- gradhmc-lt-da, a variant")
+    assert "dshmc +1.00" in lines[1] and "gradhmc-lt +1.50" in lines[1]
+
+
 def test_aiwae_budgets_cut_only_what_they_say(tmp_path):
     """``--budget cpu`` keeps the paper's model, batch, AIS chains and learning-rate schedule (a prefix of its
     stages) and cuts only what its results file states; an unknown budget is refused before anything trains."""
