@@ -36,8 +36,7 @@ one step with the current ``(h, C)`` and uses that same step's proposal for the 
 **A variant, not the paper's method: the chains move with a dual-averaged multiple of h**
 (``step_size_adaptation="dual_averaging"``). For HMC the entropy can peak at a shorter step than the one that
 accepts the target rate, and then no beta reaches the target (for L = 2 on a Gaussian the entropy's
-``log(h) + log(1 - h^2 lambda / 2)`` per direction peaks at ``h^2 lambda = 2/3``, and the local approximation
-breaks down at ``h^2 lambda = 2``, before a 10-d standard Gaussian's 0.65 step; docs/kernels.md). In this variant
+``log(h) + log(1 - h^2 lambda / 2)`` per direction peaks at ``h^2 lambda = 2/3``; docs/kernels.md). In this variant
 ``(h, C)`` and beta are learnt exactly as above, from the objective's own proposal at ``h``, but the chains then
 move with a separate kernel step at ``s h`` and the same ``C``, where ``log s`` follows BlackJAX's dual averaging
 towards the target acceptance rate (as ``h`` does for ``dshmc``). So the speed measure chooses the shape of ``C``
@@ -54,9 +53,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax import lax
-
 from blackjax.adaptation.step_size import dual_averaging_adaptation
+from jax import lax
 
 from mcmcvae.adaptation import _common, logdet
 from mcmcvae.adaptation.dual_averaging import init_state as _init_dual_averaging
