@@ -160,6 +160,10 @@ def test_table1_loglik_variant_budget_repeats_the_cpu_mnist_rows_beside_the_vari
     assert table1.mcmc_learning_rate(variant, "mnist") == table1.mcmc_learning_rate(cpu, "mnist")
     assert "gradhmc-lt-da" in variant["methods"] and {"vae", "dsmala", "dshmc"} < set(variant["methods"])
     assert "methods" not in cpu and "gradhmc-lt-da" not in [name for name, _, _ in table1.METHODS]
+    ten = table1.BUDGETS["cpu-mnist-variant-10epochs"]
+    changed = {k for k in set(ten) | set(variant) if ten.get(k) != variant.get(k)}
+    assert changed == {"mcmc_epochs", "seeds", "methods", "results_name"} and ten["mcmc_epochs"] == 10
+    assert "gradhmc-lt-da" in ten["methods"] and {"vae", "dsmala", "dshmc", "gradhmc-lt"} <= set(ten["methods"])
     rows = [{"dataset": "mnist", "method": m, "metric": "test_log_likelihood", "value": v}
             for m, v in [("vae", -83.0), ("dsmala", -82.0), ("dshmc", -81.0), ("gradhmc-lt", -81.5),
                          ("gradhmc-lt-da", -80.0)]]
