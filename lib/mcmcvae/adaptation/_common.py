@@ -75,6 +75,17 @@ def with_context(logdensity_fn: Callable, context: Any) -> Callable:
     return lambda position: logdensity_fn(position, context)
 
 
+def step_chains(kernel: Callable, rng_key, chain_states, logdensity_fn: Callable, context: Any, context_axes: Any,
+                preconditioner) -> tuple[Any, Any]:
+    """One ``kernel`` step for every chain with the same ``preconditioner``, a key split per chain, and per-chain
+    ``context`` along ``context_axes``; returns the batched ``(states, info)``."""
+    step = jax.vmap(
+        lambda key, chain, ctx: kernel(key, chain, with_context(logdensity_fn, ctx), preconditioner),
+        in_axes=(0, 0, context_axes),
+    )
+    return step(jax.random.split(rng_key, chain_states.position.shape[0]), chain_states, context)
+
+
 def vmap_chains(fn: Callable, context_axes: Any, num_mapped: int) -> Callable:
     """``vmap`` over ``num_mapped`` leading chain-batched arguments, then the context with ``context_axes``."""
     return jax.vmap(fn, in_axes=(0,) * num_mapped + (context_axes,))

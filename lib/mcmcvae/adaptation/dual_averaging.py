@@ -82,7 +82,6 @@ class DualAveragingAdaptation(NamedTuple):
     num_integration_steps: int
 
 
-
 def init_state(da_init: Callable, initial_step_size) -> DualAveragingAdaptationState:
     """BlackJAX's dual-averaging state at ``h = initial_step_size``, with fixed dtypes, so it can be a ``lax.scan``
     carry (BlackJAX's ``init`` mixes Python scalars in)."""
@@ -186,13 +185,10 @@ def dual_averaging(
 
     def update(rng_key, state, chain_states, logdensity_fn=None, context=None, *, context_axes=0):
         logdensity = resolve_logdensity(logdensity_fn)
-        num_chains, dim = chain_states.position.shape
+        dim = chain_states.position.shape[-1]
         precond = _to_preconditioner(state, dim, averaged=False)
-        step = jax.vmap(
-            lambda key, chain, ctx: kernel(key, chain, _common.with_context(logdensity, ctx), precond),
-            in_axes=(0, 0, context_axes),
-        )
-        chain_states, info = step(jax.random.split(rng_key, num_chains), chain_states, context)
+        chain_states, info = _common.step_chains(kernel, rng_key, chain_states, logdensity, context, context_axes,
+                                                 precond)
         new_state = update_state(da_update, state, jnp.mean(info.acceptance_rate))
         return chain_states, new_state, DualAveragingInfo(
             info.acceptance_rate,

@@ -541,13 +541,8 @@ def speed_measure(
         factor = state.step_size_factor
         log_factor = jnp.where(is_adapting, factor.log_step_size, factor.log_step_size_avg)
         precond = to_preconditioner(state.params._replace(log_step_size=state.params.log_step_size + log_factor))
-        logdensity = resolve_logdensity(logdensity_fn)
-        step = jax.vmap(
-            lambda key, chain, ctx: kernel(key, chain, _common.with_context(logdensity, ctx), precond),
-            in_axes=(0, 0, context_axes),
-        )
-        num_chains = chain_states.position.shape[0]
-        moved, info = step(jax.random.split(jax.random.fold_in(rng_key, 1), num_chains), chain_states, context)
+        moved, info = _common.step_chains(kernel, jax.random.fold_in(rng_key, 1), chain_states,
+                                          resolve_logdensity(logdensity_fn), context, context_axes, precond)
         updated = _update_dual_averaging(factor_update, factor, jnp.mean(info.acceptance_rate))
         factor = jax.tree.map(lambda new, old: jnp.where(is_adapting, new, old), updated, factor)
         return moved, info, precond, new_state._replace(step_size_factor=factor)

@@ -48,6 +48,7 @@ METHODS = [
 VARIANTS = [
     ("gradhmc-lt-da", "gradhmc", {"preconditioner": "lower_triangular", "step_size_adaptation": "dual_averaging"}),
 ]
+VARIANT_NAMES = tuple(name for name, _, _ in VARIANTS)
 DATASETS = {
     "mnist": {"latent_dim": 10, "learning_rate": 1e-3, "vae_epochs": 90, "likelihood": "bernoulli"},
     "fashion_mnist": {"latent_dim": 10, "learning_rate": 5e-3, "vae_epochs": 290, "likelihood": "bernoulli"},
@@ -213,7 +214,6 @@ def _train_from(experiment, tag, model, method, epochs, train, test, pretrained,
 
 
 SPEED_MEASURE = ("gradmala-diag", "gradmala-lt", "gradhmc-diag", "gradhmc-lt")
-VARIANT_NAMES = tuple(name for name, _, _ in VARIANTS)
 
 
 def verdict(rows, dataset, metric="test_log_likelihood"):
@@ -245,25 +245,21 @@ def _paired_lines(dataset, rows, per_image) -> list[str]:
     if result is None or any((dataset, m) not in per_image for m in (result[0], *result[2])):
         return []
     best, _, rivals, _ = result
-    parts = []
-    for rival in rivals:
-        d = paired_differences(per_image[(dataset, best)], per_image[(dataset, rival)])
-        seeds = ", ".join(f"{m:+.2f}" for m in d["per_seed"])
-        parts.append(f"{rival} {d['mean']:+.2f} +- {d['standard_error']:.2f}"
-                     + (f" (per seed {seeds})" if len(d["per_seed"]) > 1 else ""))
-    lines = [f"- importance sampling, paired over the same test images ({best} minus each rival, mean over seeds "
-             f"+- the images' standard error): {'; '.join(parts)}."]
-    for variant in VARIANT_NAMES:
-        if (dataset, variant) not in per_image:
-            continue
+
+    def paired(leader, others):
         parts = []
-        for rival in (*rivals, best):
-            d = paired_differences(per_image[(dataset, variant)], per_image[(dataset, rival)])
+        for rival in others:
+            d = paired_differences(per_image[(dataset, leader)], per_image[(dataset, rival)])
             seeds = ", ".join(f"{m:+.2f}" for m in d["per_seed"])
             parts.append(f"{rival} {d['mean']:+.2f} +- {d['standard_error']:.2f}"
                          + (f" (per seed {seeds})" if len(d["per_seed"]) > 1 else ""))
-        lines.append(f"- {variant}, a variant and not one of the paper's methods (so not counted in the criterion), "
-                     f"paired the same way ({variant} minus each): {'; '.join(parts)}.")
+        return "; ".join(parts)
+
+    lines = [f"- importance sampling, paired over the same test images ({best} minus each rival, mean over seeds "
+             f"+- the images' standard error): {paired(best, rivals)}."]
+    lines += [f"- {variant}, a variant and not one of the paper's methods (so not counted in the criterion), paired "
+              f"the same way ({variant} minus each): {paired(variant, (*rivals, best))}."
+              for variant in VARIANT_NAMES if (dataset, variant) in per_image]
     return lines
 
 
