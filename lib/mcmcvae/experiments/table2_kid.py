@@ -48,7 +48,12 @@ LATENT_DIM = 10
 K, L = 10, 2
 
 
-def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
+def run_part(dataset: str, seed: int, *, quick: bool = False, out_dir=None, budget: str | None = None) -> dict:
+    """Train and evaluate every method on one dataset and seed; returns ``{row name: KID summary}``.
+
+    Each training run resumes from its checkpoints and each KID is kept beside its run (``kid.json``), so parts run
+    side by side in separate processes (one per dataset and seed) are only collected by the final :func:`run`.
+    """
     import jax
 
     import mcmcvae as mv
@@ -58,52 +63,67 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     from mcmcvae.train import Phase
 
     budget_name = common.budget_name(BUDGETS, quick, budget)
-    budget = BUDGETS[budget_name]
+    budget, quick = BUDGETS[budget_name], budget_name == "quick"
     methods = [m for m in METHODS if m[0] in budget.get("methods", [m[0] for m in METHODS])]
     runs = common.runs_dir(NAME, out_dir) / budget_name
     figures = common.results_dir(out_dir) / "figures" / NAME
     figures.mkdir(parents=True, exist_ok=True)
     total_epochs = budget["vae_epochs"] + budget["mcmc_epochs"]
+    train = load_images(dataset, "train", binarize="static", num_images=budget["train_size"])
+    test = load_images(dataset, "test", binarize="static", num_images=budget["kid_images"])
+    reference = common.reference_features(f"{dataset}-test", test, resize_to=budget["resize_to"], out_dir=out_dir)
+    models = {prior: mv.models.VAE(image_shape=train.shape[1:], latent_dim=LATENT_DIM, prior=prior)
+              for prior in {m[3] for m in methods}}
+    elbo = mv.methods.build("vae", learning_rate=LEARNING_RATE)
+    pretrained, _, _ = common.train_run(runs / f"{dataset}-pretrain-seed{seed}", models["standard"],
+                                        [Phase(elbo, budget["vae_epochs"])], train, seed=seed,
+                                        progress=not quick, extra_config={"dataset": dataset})
+    results = {}
+    for row_name, method_name, options, prior in methods:
+        model = models[prior]
+        if prior != "standard":  # a learnt prior: the ELBO from scratch for all the epochs
+            phases, start = [Phase(elbo, total_epochs)], None
+        else:
+            method = mv.methods.build(method_name, learning_rate=LEARNING_RATE, num_mcmc_steps=K,
+                                      num_integration_steps=L, **options)
+            phases, start = [Phase(method, budget["mcmc_epochs"])], pretrained
+        run_dir = runs / f"{dataset}-{row_name}-seed{seed}"
+        params, _, seconds = common.train_run(run_dir, model, phases, train, seed=seed, params=start,
+                                              progress=not quick, extra_config={"dataset": dataset})
+
+        def evaluate():
+            result = model_kid(jax.random.key(30_000 + seed), model, params, reference_features=reference,
+                               resize_to=budget["resize_to"], num_subsets=budget["num_subsets"],
+                               subset_size=budget["subset_size"])
+            return {key: value for key, value in result.items() if key != "generated_features"}
+
+        settings = {key: budget[key] for key in ("kid_images", "subset_size", "num_subsets", "resize_to")}
+        result = common.cached_evaluation(run_dir / "kid.json", {**settings, "epochs": total_epochs}, evaluate)
+        results[row_name] = {**result, "train_seconds": seconds}
+        if seed == budget["seeds"][0]:
+            save_image_grid(generate_images(jax.random.key(seed), model, params, 64),
+                            figures / f"{dataset}-{row_name}-samples.png", num_columns=8,
+                            title=f"{dataset} {row_name}: decoded prior samples")
+    return results
+
+
+def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
+    import mcmcvae as mv
+
+    budget_name = common.budget_name(BUDGETS, quick, budget)
+    budget, quick = BUDGETS[budget_name], budget_name == "quick"
+    methods = [m for m in METHODS if m[0] in budget.get("methods", [m[0] for m in METHODS])]
     tic = time.perf_counter()
     rows, unavailable = [], []
     for dataset in budget["datasets"]:
+        per_method: dict[str, list[dict]] = {}
         try:
-            train = load_images(dataset, "train", binarize="static", num_images=budget["train_size"])
-            test = load_images(dataset, "test", binarize="static", num_images=budget["kid_images"])
+            for seed in budget["seeds"]:
+                for row_name, result in run_part(dataset, seed, out_dir=out_dir, budget=budget_name).items():
+                    per_method.setdefault(row_name, []).append(result)
         except mv.data.DataNotFoundError:
             unavailable.append(dataset)
             continue
-        reference = common.reference_features(f"{dataset}-test", test, resize_to=budget["resize_to"], out_dir=out_dir)
-        per_method: dict[str, list[dict]] = {}
-        for seed in budget["seeds"]:
-            models = {prior: mv.models.VAE(image_shape=train.shape[1:], latent_dim=LATENT_DIM, prior=prior)
-                      for prior in {m[3] for m in methods}}
-            elbo = mv.methods.build("vae", learning_rate=LEARNING_RATE)
-            pretrained, _, _ = common.train_run(runs / f"{dataset}-pretrain-seed{seed}", models["standard"],
-                                                [Phase(elbo, budget["vae_epochs"])], train, seed=seed,
-                                                progress=not quick, extra_config={"dataset": dataset})
-            for row_name, method_name, options, prior in methods:
-                model = models[prior]
-                if prior != "standard":  # a learnt prior: the ELBO from scratch for all the epochs
-                    phases, start = [Phase(elbo, total_epochs)], None
-                else:
-                    method = mv.methods.build(method_name, learning_rate=LEARNING_RATE, num_mcmc_steps=K,
-                                              num_integration_steps=L, **options)
-                    phases, start = [Phase(method, budget["mcmc_epochs"])], pretrained
-                params, _, seconds = common.train_run(runs / f"{dataset}-{row_name}-seed{seed}", model, phases, train,
-                                                      seed=seed, params=start, progress=not quick,
-                                                      extra_config={"dataset": dataset})
-                kid_tic = time.perf_counter()
-                result = model_kid(jax.random.key(30_000 + seed), model, params, reference_features=reference,
-                                   resize_to=budget["resize_to"], num_subsets=budget["num_subsets"],
-                                   subset_size=budget["subset_size"])
-                result.pop("generated_features")
-                result.update(train_seconds=seconds, kid_seconds=time.perf_counter() - kid_tic)
-                per_method.setdefault(row_name, []).append(result)
-                if seed == budget["seeds"][0]:
-                    save_image_grid(generate_images(jax.random.key(seed), model, params, 64),
-                                    figures / f"{dataset}-{row_name}-samples.png", num_columns=8,
-                                    title=f"{dataset} {row_name}: decoded prior samples")
         for row_name, results in per_method.items():
             kids = [r["kid"] for r in results]
             mean, std = common.summarise(kids)
@@ -112,6 +132,8 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                                    subset_std=[r["kid_std"] for r in results], num_generated=first["num_generated"],
                                    num_reference=first["num_reference"], subset_size=first["subset_size"],
                                    num_subsets=first["num_subsets"], resize_to=first["resize_to"],
+                                   train_seconds=[r["train_seconds"] for r in results],
+                                   kid_seconds=[r["eval_seconds"] for r in results],
                                    budget=budget_name, quick=quick))
     for dataset in unavailable:
         for row_name, *_ in methods:
