@@ -146,6 +146,26 @@ def test_table1_loglik_mcmc_rate_override_and_paired_differences():
         table1.paired_differences(leader, rival[:1])
 
 
+def test_vcd_cpu_budget_runs_its_mcmc_phase_at_table1s_cpu_rates():
+    """vcd's cpu budget takes table1-loglik's per-dataset MCMC rates (and their reasons); the paper budget keeps the
+    schedule's rates, Fashion-MNIST's 5e-3 included, and pre-training keeps the schedule's rate under every budget."""
+    from mcmcvae.experiments import common, vcd
+    from mcmcvae.experiments import table1_loglik as table1
+
+    cpu, paper = vcd.BUDGETS["cpu"], vcd.BUDGETS["paper"]
+    for dataset in ("mnist", "fashion_mnist"):
+        default = vcd.SCHEDULE[dataset]["learning_rate"]
+        assert common.mcmc_learning_rate(cpu, dataset, default) == table1.mcmc_learning_rate(
+            table1.BUDGETS["cpu"], dataset)
+        assert common.mcmc_learning_rate(paper, dataset, default) == default
+        assert dataset in cpu["mcmc_learning_rate_reason"]
+    assert common.mcmc_learning_rate(paper, "fashion_mnist", vcd.SCHEDULE["fashion_mnist"]["learning_rate"]) == 5e-3
+    assert common.mcmc_learning_rate(cpu, "fashion_mnist", 5e-3) == 1e-3
+    text = vcd._rates_text(cpu, {"fashion_mnist": 1e-3, "mnist": 3e-4})
+    assert "fashion_mnist at 0.001 (overriding the schedule's 0.005" in text and "table1-lr" in text
+    assert "overriding" not in vcd._rates_text(paper, {"mnist": 1e-3})
+
+
 def test_table1_loglik_variant_budget_repeats_the_cpu_mnist_rows_beside_the_variant():
     """``cpu-mnist-variant`` is the cpu budget's MNIST setting (same seeds, schedule, rate and scores), so its
     paper-method rows repeat cpu's; the variant runs only where a budget names it, is paired against the rivals

@@ -42,6 +42,12 @@ def budget_name(budgets: dict, quick: bool, budget: str | None, default: str = "
     return name
 
 
+def mcmc_learning_rate(budget: dict, dataset: str, default: float) -> float:
+    """The MCMC phase's learning rate for ``dataset`` under ``budget``: the budget's ``mcmc_learning_rates``
+    override for it, else ``default`` (the paper's rate)."""
+    return budget.get("mcmc_learning_rates", {}).get(dataset, default)
+
+
 def runs_dir(name: str, out_dir=None) -> pathlib.Path:
     """Where an experiment keeps its training runs (checkpoints, metrics): never inside results/."""
     base = pathlib.Path(out_dir) / "runs" if out_dir is not None else pathlib.Path.cwd() / "runs"

@@ -181,7 +181,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
 
 def mcmc_learning_rate(budget: dict, dataset: str) -> float:
     """The MCMC phase's learning rate for ``dataset`` under ``budget``: its override, else the paper's rate."""
-    return budget.get("mcmc_learning_rates", {}).get(dataset, DATASETS[dataset]["learning_rate"])
+    return common.mcmc_learning_rate(budget, dataset, DATASETS[dataset]["learning_rate"])
 
 
 def _train_from(experiment, tag, model, method, epochs, train, test, pretrained, *, seed, budget, out_dir,
