@@ -175,8 +175,12 @@ def _rates_text(budget: dict, rates: dict) -> str:
     return "; the MCMC phase's learning rate: " + "; ".join(parts)
 
 
-def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
-    """Train and evaluate every method; ``budget`` is ``paper`` (default), ``cpu`` or, with ``quick``, ``quick``."""
+def run_dataset(dataset: str, *, quick: bool = False, out_dir=None, budget: str | None = None) -> dict:
+    """Train and evaluate every method on one dataset: ``{"rows", "body", "timings", "mcmc_learning_rate"}``.
+
+    Runs resume from their checkpoints and evaluations are cached beside them (``eval.json``), so the datasets can
+    run side by side in separate processes and the final :func:`run` only collects them.
+    """
     import mcmcvae as mv
     from mcmcvae.data import load_images
     from mcmcvae.train import Phase
@@ -186,56 +190,68 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     seed = budget["seed"]
     model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=10, hidden_sizes=(200, 200))
     runs = common.runs_dir(NAME, out_dir) / budget_name
+    rows, body, timings = [], [], {}
+    train = load_images(dataset, "train", binarize="static", num_images=budget["train_size"])
+    test = load_images(dataset, "test", binarize="static", num_images=budget["test_images"])
+    config = {"dataset": dataset, "train_size": budget["train_size"]}
+    learning_rate = SCHEDULE[dataset]["learning_rate"]
+    mcmc_lr = common.mcmc_learning_rate(budget, dataset, learning_rate)
+    # runs at an overridden rate keep their own directories, so they never resume from runs at another rate
+    suffix = "" if mcmc_lr == learning_rate else f"-mcmclr{mcmc_lr:g}"
+    vae_epochs = SCHEDULE[dataset]["vae_epochs"] if budget["vae_epochs"] is None else budget["vae_epochs"]
+    # an interrupted run resumes from its last checkpoint; a finished one is restored
+    pretrained, _, _ = common.train_run(
+        runs / f"{dataset}-vae-pretrain-seed{seed}", model,
+        [Phase(mv.methods.build("vae", learning_rate=learning_rate), vae_epochs)], train, seed=seed,
+        progress=not quick, extra_config=config)
+    for name in budget["methods"]:
+        method = _method(name, len(train), mcmc_lr)
+        run_dir = runs / f"{dataset}-{name}{suffix}-seed{seed}"
+        # every method, vae included, continues from the same pre-trained VAE (each with a fresh optimiser)
+        params, state, train_seconds = common.train_run(
+            run_dir, model, [Phase(method, budget["mcmc_epochs"])], train, seed=seed, params=pretrained,
+            progress=not quick, extra_config=config)
+        log_h = state["log_step_size"] if isinstance(state, dict) and "log_step_size" in state else \
+            math.log(0.5 / model.latent_dim)
+        protocol = {key: budget[key] for key in ("test_images", "num_samples_ours", "num_samples_vcd",
+                                                 "burn_in", "sampling")}
+        result = common.cached_evaluation(
+            run_dir / "eval.json", {**protocol, "epochs": budget["mcmc_epochs"]},
+            lambda: evaluate(jax.random.key(10_000 + seed), model, method, params, state, test,
+                             num_samples_ours=budget["num_samples_ours"],
+                             num_samples_vcd=budget["num_samples_vcd"], burn_in=budget["burn_in"],
+                             sampling=budget["sampling"], log_step_size=log_h))
+        published = PUBLISHED.get((dataset, name))
+        extra = {"budget": {k: v for k, v in budget.items() if k not in ("datasets", "methods")},
+                 "budget_name": budget_name, "quick": quick,
+                 "published": published, "train_seconds": train_seconds, "mcmc_learning_rate": mcmc_lr}
+        rows.append(common.row(NAME, dataset, name, "test_log_likelihood", result["ours"], None, 1,
+                               protocol="ours: method proposal, variance x 1.5",
+                               standard_error=result["ours_standard_error"], **extra))
+        rows.append(common.row(NAME, dataset, name, "test_log_likelihood_vcd_protocol", result["vcd_protocol"],
+                               None, 1, protocol="VCD: best of three IS estimates, std x 1.2",
+                               estimates={k: result[k] for k in ("q0", "hmc_mean_encoder_std",
+                                                                 "hmc_mean_hmc_std")}, **extra))
+        body.append([dataset, name, f"{result['ours']:.2f} +- {result['ours_standard_error']:.2f}",
+                     f"{result['vcd_protocol']:.2f}",
+                     ", ".join(f"{result[k]:.2f}" for k in ("q0", "hmc_mean_encoder_std", "hmc_mean_hmc_std")),
+                     "n/a" if published is None else f"{published:.2f}"])
+        timings[(dataset, name)] = train_seconds
+    return {"rows": rows, "body": body, "timings": timings, "mcmc_learning_rate": mcmc_lr}
+
+
+def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
+    """Train and evaluate every method; ``budget`` is ``paper`` (default), ``cpu`` or, with ``quick``, ``quick``."""
+    budget_name = common.budget_name(BUDGETS, quick, budget)
+    budget, quick = BUDGETS[budget_name], budget_name == "quick"
+    seed = budget["seed"]
     rows, body, timings, rates = [], [], {}, {}
     for dataset in budget["datasets"]:
-        train = load_images(dataset, "train", binarize="static", num_images=budget["train_size"])
-        test = load_images(dataset, "test", binarize="static", num_images=budget["test_images"])
-        config = {"dataset": dataset, "train_size": budget["train_size"]}
-        learning_rate = SCHEDULE[dataset]["learning_rate"]
-        mcmc_lr = common.mcmc_learning_rate(budget, dataset, learning_rate)
-        rates[dataset] = mcmc_lr
-        # runs at an overridden rate keep their own directories, so they never resume from runs at another rate
-        suffix = "" if mcmc_lr == learning_rate else f"-mcmclr{mcmc_lr:g}"
-        vae_epochs = SCHEDULE[dataset]["vae_epochs"] if budget["vae_epochs"] is None else budget["vae_epochs"]
-        # an interrupted run resumes from its last checkpoint; a finished one is restored
-        pretrained, _, _ = common.train_run(
-            runs / f"{dataset}-vae-pretrain-seed{seed}", model,
-            [Phase(mv.methods.build("vae", learning_rate=learning_rate), vae_epochs)], train, seed=seed,
-            progress=not quick, extra_config=config)
-        for name in budget["methods"]:
-            method = _method(name, len(train), mcmc_lr)
-            run_dir = runs / f"{dataset}-{name}{suffix}-seed{seed}"
-            # every method, vae included, continues from the same pre-trained VAE (each with a fresh optimiser)
-            params, state, train_seconds = common.train_run(
-                run_dir, model, [Phase(method, budget["mcmc_epochs"])], train, seed=seed,
-                params=pretrained,
-                progress=not quick, extra_config=config)
-            log_h = state["log_step_size"] if isinstance(state, dict) and "log_step_size" in state else \
-                math.log(0.5 / model.latent_dim)
-            protocol = {key: budget[key] for key in ("test_images", "num_samples_ours", "num_samples_vcd",
-                                                     "burn_in", "sampling")}
-            result = common.cached_evaluation(
-                run_dir / "eval.json", {**protocol, "epochs": budget["mcmc_epochs"]},
-                lambda: evaluate(jax.random.key(10_000 + seed), model, method, params, state, test,
-                                 num_samples_ours=budget["num_samples_ours"],
-                                 num_samples_vcd=budget["num_samples_vcd"], burn_in=budget["burn_in"],
-                                 sampling=budget["sampling"], log_step_size=log_h))
-            published = PUBLISHED.get((dataset, name))
-            extra = {"budget": {k: v for k, v in budget.items() if k not in ("datasets", "methods")},
-                     "budget_name": budget_name, "quick": quick,
-                     "published": published, "train_seconds": train_seconds, "mcmc_learning_rate": mcmc_lr}
-            rows.append(common.row(NAME, dataset, name, "test_log_likelihood", result["ours"], None, 1,
-                                   protocol="ours: method proposal, variance x 1.5",
-                                   standard_error=result["ours_standard_error"], **extra))
-            rows.append(common.row(NAME, dataset, name, "test_log_likelihood_vcd_protocol", result["vcd_protocol"],
-                                   None, 1, protocol="VCD: best of three IS estimates, std x 1.2",
-                                   estimates={k: result[k] for k in ("q0", "hmc_mean_encoder_std",
-                                                                     "hmc_mean_hmc_std")}, **extra))
-            body.append([dataset, name, f"{result['ours']:.2f} +- {result['ours_standard_error']:.2f}",
-                         f"{result['vcd_protocol']:.2f}",
-                         ", ".join(f"{result[k]:.2f}" for k in ("q0", "hmc_mean_encoder_std", "hmc_mean_hmc_std")),
-                         "n/a" if published is None else f"{published:.2f}"])
-            timings[(dataset, name)] = train_seconds
+        part = run_dataset(dataset, out_dir=out_dir, budget=budget_name)
+        rows += part["rows"]
+        body += part["body"]
+        timings.update(part["timings"])
+        rates[dataset] = part["mcmc_learning_rate"]
     table = common.markdown_table(
         ["dataset", "method", "ours (tau = 1.5)", "VCD protocol (best)",
          "VCD protocol: q0, HMC mean + enc. std, HMC mean + HMC std", "published (Ruiz and Titsias 2019)"], body)
