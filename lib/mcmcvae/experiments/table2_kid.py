@@ -154,6 +154,16 @@ def _minus_baseline(row, baseline) -> str:
     return f"{1000 * mean:+.1f} +- {1000 * error:.1f}"
 
 
+def _time_text(rows, minutes) -> str:
+    """This invocation's minutes, and the training and KID minutes of the runs it collected (which an earlier
+    invocation or side-by-side :func:`run_part` processes may have spent)."""
+    done = [r for r in rows if r["value"] is not None]
+    train = sum(sum(r["train_seconds"]) for r in done) / 60
+    kid = sum(sum(r["kid_seconds"]) for r in done) / 60
+    return (f"this invocation {minutes:.1f} min; the runs it collected took {train:.0f} min of training and "
+            f"{kid:.0f} min of KID, summed over runs (the shared pre-training excluded)")
+
+
 def _markdown(rows, budget_name, budget, unavailable, quick, minutes) -> str:
     tables = []
     for dataset in budget["datasets"]:
@@ -200,7 +210,7 @@ each seed's KID minus that seed's plain VAE's, averaged, +- its standard error o
 that VAE; the learnt-prior rows are trained apart from it, so for them the pairing only shares the seed).
 
 {cut}{missing}
-**Machine.** {common.machine()}; {minutes:.1f} min in all; revision {common.git_revision()}.
+**Machine.** {common.machine()}; revision {common.git_revision()}; {_time_text(rows, minutes)}.
 
 {chr(10).join(tables)}
 Sample grids of every method are in `results/figures/{NAME}/`.
