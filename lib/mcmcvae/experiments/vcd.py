@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -168,15 +167,15 @@ def _rates_text(budget: dict, rates: dict) -> str:
     """How fast each dataset's MCMC phase learnt, and why when a budget overrides the schedule's rate."""
     parts = []
     for dataset, rate in rates.items():
+        default = SCHEDULE[dataset]["learning_rate"]
         reason = budget.get("mcmc_learning_rate_reason", {}).get(dataset)
-        parts.append(f"{dataset} at {rate:g}" + ("" if rate == SCHEDULE[dataset]["learning_rate"] else
-                                                  f" (overriding the schedule's {SCHEDULE[dataset]['learning_rate']:g}: "
-                                                  f"this rate {reason})"))
+        parts.append(f"{dataset} at {rate:g}" + ("" if rate == default else
+                                                  f" (overriding the schedule's {default:g}: this rate {reason})"))
     return "; the MCMC phase's learning rate: " + "; ".join(parts)
 
 
-def run_dataset(dataset: str, *, quick: bool = False, out_dir=None, budget: str | None = None) -> dict:
-    """Train and evaluate every method on one dataset: ``{"rows", "body", "timings", "mcmc_learning_rate"}``.
+def run_dataset(dataset: str, *, quick: bool = False, out_dir=None, budget: str | None = None) -> list[dict]:
+    """Train and evaluate every method on one dataset; returns its result rows (two per method, one per protocol).
 
     Runs resume from their checkpoints and evaluations are cached beside them (``eval.json``), so the datasets can
     run side by side in separate processes and the final :func:`run` only collects them.
@@ -190,7 +189,7 @@ def run_dataset(dataset: str, *, quick: bool = False, out_dir=None, budget: str 
     seed = budget["seed"]
     model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=10, hidden_sizes=(200, 200))
     runs = common.runs_dir(NAME, out_dir) / budget_name
-    rows, body, timings = [], [], {}
+    rows = []
     train = load_images(dataset, "train", binarize="static", num_images=budget["train_size"])
     test = load_images(dataset, "test", binarize="static", num_images=budget["test_images"])
     config = {"dataset": dataset, "train_size": budget["train_size"]}
@@ -232,12 +231,7 @@ def run_dataset(dataset: str, *, quick: bool = False, out_dir=None, budget: str 
                                None, 1, protocol="VCD: best of three IS estimates, std x 1.2",
                                estimates={k: result[k] for k in ("q0", "hmc_mean_encoder_std",
                                                                  "hmc_mean_hmc_std")}, **extra))
-        body.append([dataset, name, f"{result['ours']:.2f} +- {result['ours_standard_error']:.2f}",
-                     f"{result['vcd_protocol']:.2f}",
-                     ", ".join(f"{result[k]:.2f}" for k in ("q0", "hmc_mean_encoder_std", "hmc_mean_hmc_std")),
-                     "n/a" if published is None else f"{published:.2f}"])
-        timings[(dataset, name)] = train_seconds
-    return {"rows": rows, "body": body, "timings": timings, "mcmc_learning_rate": mcmc_lr}
+    return rows
 
 
 def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
@@ -245,13 +239,17 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     budget_name = common.budget_name(BUDGETS, quick, budget)
     budget, quick = BUDGETS[budget_name], budget_name == "quick"
     seed = budget["seed"]
-    rows, body, timings, rates = [], [], {}, {}
-    for dataset in budget["datasets"]:
-        part = run_dataset(dataset, out_dir=out_dir, budget=budget_name)
-        rows += part["rows"]
-        body += part["body"]
-        timings.update(part["timings"])
-        rates[dataset] = part["mcmc_learning_rate"]
+    rows = [row for dataset in budget["datasets"] for row in run_dataset(dataset, out_dir=out_dir, budget=budget_name)]
+    ours = [r for r in rows if r["metric"] == "test_log_likelihood"]
+    vcd_protocol = {(r["dataset"], r["method"]): r for r in rows if r["metric"] == "test_log_likelihood_vcd_protocol"}
+    body = []
+    for r in ours:
+        other = vcd_protocol[(r["dataset"], r["method"])]
+        body.append([r["dataset"], r["method"], f"{r['value']:.2f} +- {r['standard_error']:.2f}",
+                     f"{other['value']:.2f}", ", ".join(f"{v:.2f}" for v in other["estimates"].values()),
+                     "n/a" if r["published"] is None else f"{r['published']:.2f}"])
+    timings = {(r["dataset"], r["method"]): r["train_seconds"] for r in ours}
+    rates = {r["dataset"]: r["mcmc_learning_rate"] for r in ours}
     table = common.markdown_table(
         ["dataset", "method", "ours (tau = 1.5)", "VCD protocol (best)",
          "VCD protocol: q0, HMC mean + enc. std, HMC mean + HMC std", "published (Ruiz and Titsias 2019)"], body)
