@@ -28,7 +28,7 @@ import math
 import pathlib
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,7 @@ from mcmcvae import methods as _methods
 from mcmcvae import models
 from mcmcvae.models import VAE, validate_images
 
-__all__ = ["Phase", "Trainer", "train", "load_run", "read_metrics", "BINARIZATIONS", "LOOPS"]
+__all__ = ["Phase", "Trainer", "train", "load_run", "read_metrics", "BINARIZATIONS", "LOOPS", "fit", "FitResult"]
 
 BINARIZATIONS = ("none", "static", "dynamic")
 LOOPS = ("auto", "scan", "python")
@@ -372,3 +372,86 @@ class _progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+# --------------------------------------------------------------------------------------------------- fit
+class FitResult(NamedTuple):
+    """What :func:`fit` returns: the trained ``params``, the last phase's method ``state``, and ``train_seconds``,
+    the wall time of the run's epochs (compilation included) summed from its ``metrics.jsonl``."""
+
+    params: Any
+    state: Any
+    train_seconds: float
+
+
+def fit(model, phases: Sequence[Phase], images, *, run_dir, seed: int, batch_size: int = 100,
+        binarize: str = "static", params=None, progress: bool = True, extra_config: dict | None = None) -> FitResult:
+    """Train ``phases`` into ``run_dir``, resuming from its checkpoints when an earlier attempt stopped.
+
+    The resumable form of :class:`Trainer` for scripts: call it again after an interruption (or in a script run
+    again) and it continues from the last finished epoch, exactly as an uninterrupted run would have (randomness
+    depends only on the seed and the epoch); a finished run is restored from its last checkpoint, not retrained.
+    A directory that holds a run of another configuration (model, phases, batch size, seed, binarisation or
+    ``extra_config``) is refused rather than continued.
+
+    Parameters
+    ----------
+    model
+        The :class:`mcmcvae.models.VAE` (or any model with the same interface).
+    phases
+        The :class:`Phase` s to run, in order.
+    images
+        Training images ``(n, H, W, C)``.
+    run_dir
+        The run's folder: ``config.json``, ``metrics.jsonl`` and ``checkpoints/`` (see :class:`Trainer`).
+    seed
+        Everything random in the run derives from it.
+    batch_size, binarize
+        As for :class:`Trainer`; ``binarize`` defaults to ``"static"`` (images binarised beforehand).
+    params
+        Parameters the first phase starts from (e.g. a pre-trained VAE's) instead of the seed's; unused when the
+        run resumes, whose parameters come from its checkpoint.
+    progress
+        Show a progress bar over epochs.
+    extra_config
+        Further fields for ``config.json`` (e.g. the dataset's name); part of the run's identity.
+
+    Returns
+    -------
+    FitResult
+        ``(params, state, train_seconds)``; ``train_seconds`` counts the epochs of every attempt (each once), so
+        that a restored or resumed run reports what its training took rather than what this call took.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> import mcmcvae as mv
+    >>> images = (np.random.default_rng(0).random((40, 4, 4, 1)) < 0.5).astype(np.float32)
+    >>> model = mv.models.VAE(image_shape=(4, 4, 1), latent_dim=2, hidden_sizes=(8,))
+    >>> phases = [mv.train.Phase(mv.methods.build("vae"), 2)]
+    >>> run_dir = tempfile.mkdtemp()
+    >>> params, state, seconds = mv.train.fit(model, phases, images, run_dir=run_dir, seed=0, batch_size=20,
+    ...                                       progress=False)
+    >>> again = mv.train.fit(model, phases, images, run_dir=run_dir, seed=0, batch_size=20, progress=False)
+    >>> again.train_seconds == seconds, len(mv.train.read_metrics(run_dir))  # restored, not retrained
+    (True, 2)
+    """
+    run_dir = pathlib.Path(run_dir)
+    trainer = Trainer(model, phases, batch_size=batch_size, seed=seed, binarize=binarize, out_dir=run_dir,
+                      progress=progress, extra_config=extra_config)
+    checkpoints = run_dir / "checkpoints"
+    resume = checkpoints.is_dir() and any(checkpoints.iterdir())
+    if resume:
+        config_path = run_dir / "config.json"
+        if not config_path.exists():
+            raise FileNotFoundError(f"{run_dir} holds checkpoints but no config.json; choose a new run_dir")
+        saved = json.loads(config_path.read_text())
+        wanted = json.loads(json.dumps(trainer.config(), default=str))  # as Trainer writes it
+        if saved != wanted:
+            differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+            raise ValueError(f"{run_dir} holds a run of another configuration (it differs in {', '.join(differ)}); "
+                             "choose a new run_dir, or delete this one to retrain")
+    params, state = trainer.run(images, resume=resume, params=None if resume else params)
+    seconds = {row["global_epoch"]: row["seconds"] for row in read_metrics(run_dir)}  # an epoch redone counts once
+    return FitResult(params, state, float(sum(seconds.values())))
