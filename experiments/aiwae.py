@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcmcvae.experiments import common
+import mcmcvae as mv
+
+import common
 
 DESCRIPTION = "IWAE vs AIWAE (K in 1,5,50; T in 5,8,11) on dynamically binarised MNIST: NLL, L_5000, gaps, units"
 NAME = "aiwae"
@@ -80,7 +82,6 @@ def ais_log_likelihoods(rng_key, model, params, images, *, num_temperatures: int
 def summarise_model(rng_key, model, params, test, train, budget) -> dict:
     """NLL (AIS), NVLB (-L_S), the two gaps and the active units of one trained model."""
     from mcmcvae.evaluate.diagnostics import active_units
-    from mcmcvae.experiments.vcd import importance_log_likelihoods
 
     k_test, k_train, k_bound = jax.random.split(rng_key, 3)
     ais = functools.partial(ais_log_likelihoods, model=model, params=params,
@@ -88,7 +89,7 @@ def summarise_model(rng_key, model, params, test, train, budget) -> dict:
     nll_test = -ais(k_test, images=test).mean()
     nll_train = -ais(k_train, images=train).mean()
     loc, scale = jax.jit(model.encode)(params, jnp.asarray(test))
-    bound = importance_log_likelihoods(k_bound, model, params, test, np.asarray(loc), np.asarray(scale),
+    bound = common.importance_log_likelihoods(k_bound, model, params, test, np.asarray(loc), np.asarray(scale),
                                        num_samples=budget["num_samples_bound"])
     nvlb = -bound.mean()
     active = int(active_units(k_bound, model, params, test, num_samples=None).num_active)  # exact Gaussian means
@@ -130,27 +131,27 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                   for epochs, lr in budget["schedule"]]
         run_dir = runs / f"{tag}-seed{seed}"
         # an interrupted run resumes from its last checkpoint; a finished one is restored, not retrained
-        params, _, train_seconds = common.train_run(run_dir, model, phases, train, seed=seed,
-                                                    batch_size=budget["batch_size"], binarize="dynamic",
-                                                    progress=not quick, extra_config={"dataset": "mnist"})
+        params, _, train_seconds = mv.train.fit(model, phases, train, run_dir=run_dir, seed=seed,
+                                                batch_size=budget["batch_size"], binarize="dynamic",
+                                                progress=not quick, extra_config={"dataset": "mnist"})
 
-        summary = common.cached_evaluation(run_dir / "eval.json", protocol, lambda: summarise_model(
+        summary = mv.results.cached_evaluation(run_dir / "eval.json", protocol, lambda: summarise_model(
             jax.random.key(10_000 + seed), model, params, test, train_eval, budget))
         eval_seconds = summary["eval_seconds"]
         metrics = {m: summary[m] for m in METRICS}
         published = PUBLISHED.get((name, k, t))
         for metric, value in metrics.items():
-            rows.append(common.row(NAME, "mnist-dynamic", tag, metric, value, None, 1, num_samples=k,
+            rows.append(mv.results.row(NAME, "mnist-dynamic", tag, metric, value, None, 1, num_samples=k,
                                    num_temperatures=t, train_seconds=train_seconds, eval_seconds=eval_seconds,
                                    quick=quick, budget_name=budget_name,
                                    published=published if metric == "nll" else None,
                                    budget={key: v for key, v in budget.items() if key != "configurations"}))
         body.append([tag, *(f"{metrics[m]:.2f}" for m in ("nll", "nvlb", "variational_gap", "generalisation_gap")),
                      metrics["active_units"], "n/a" if published is None else f"{published:.2f}"])
-    table = common.markdown_table(["model", "NLL (AIS)", "NVLB (-L_S)", "variational gap", "generalisation gap",
+    table = mv.results.markdown_table(["model", "NLL (AIS)", "NVLB (-L_S)", "variational gap", "generalisation gap",
                                    "active units", "published NLL"], body)
     markdown = _markdown(table, budget_name, (time.perf_counter() - tic_all) / 60)
-    return common.write_results(NAME, rows, markdown, out_dir)
+    return mv.results.write_results(NAME, rows, markdown, out_dir)
 
 
 def _cut(budget: dict) -> str:
@@ -188,7 +189,7 @@ def _markdown(table: str, budget_name: str, minutes: float) -> str:
     epochs, n_eval, seed = sum(e for e, _ in budget["schedule"]), budget["eval_images"], budget["seed"]
     return f"""# aiwae: IWAE and AIWAE on dynamically binarised MNIST
 
-Regenerate with `mcmcvae experiment aiwae{option}` (this file and `aiwae.json`).
+Regenerate with `python experiments/run.py aiwae{option}` (this file and `aiwae.json`).
 
 {note}
 
@@ -203,8 +204,8 @@ AIWAE: L = 5, step sizes per temperature from 0.5 / d_z adapted towards acceptan
 {budget['ais_temperatures']} temperatures (sigmoid schedule, 10 leapfrog steps, adapted step size) and
 {budget['ais_chains']} chains from q0; NVLB = -L_S with S = {budget['num_samples_bound']}. Seed {seed}.
 
-**Machine.** {common.machine()}; {minutes:.1f} min in this invocation (trained runs and evaluations already on
-disk under `runs/` are reused, not redone); code at revision {common.git_revision()}.
+**Machine.** {mv.results.machine()}; {minutes:.1f} min in this invocation (trained runs and evaluations already on
+disk under `runs/` are reused, not redone); code at revision {mv.results.git_revision()}.
 
 **Published.** Ding and Freedman (2019): IWAE (K = 50) 84.13 nats, AIWAE (K = 50, T = 11) 83.68 nats, after the
 same IWAE schedule; they evaluate on all 10000 test images.

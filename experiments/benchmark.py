@@ -12,7 +12,9 @@ import time
 
 import numpy as np
 
-from mcmcvae.experiments import common
+import mcmcvae as mv
+
+import common
 
 DESCRIPTION = "median training-step time (ms) of every method, batch 100, MNIST-sized MLP VAE"
 NAME = "benchmark"
@@ -260,8 +262,8 @@ def run(*, quick: bool = False, out_dir=None):
         if quick and name not in QUICK_CASES:
             continue
         ms = time_case(build, warmup, repeats)
-        rows.append(common.row(NAME, "mnist", name, "step_time_ms", ms, None, 1, description=description,
-                               repeats=repeats, machine=common.machine()))
+        rows.append(mv.results.row(NAME, "mnist", name, "step_time_ms", ms, None, 1, description=description,
+                               repeats=repeats, machine=mv.results.machine()))
         body.append([name, description, f"{ms:.2f}"])
     ms = {r["method"]: r["value"] for r in rows}
     notes = []
@@ -291,15 +293,15 @@ def run(*, quick: bool = False, out_dir=None):
                          f"({why}).")
     markdown = f"""# benchmark: training-step time
 
-Regenerate with `mcmcvae experiment benchmark`. Median of {repeats} timed calls after {warmup} warm-up calls,
+Regenerate with `python experiments/run.py benchmark`. Median of {repeats} timed calls after {warmup} warm-up calls,
 batch 100, 28x28x1 binary images, d_z = 10, 200-200 MLPs, Bernoulli likelihood. Timings on a shared machine vary
 with its load (stated below); compare rows of one file, not files of different runs.
 {'**Quick run: too few repeats to mean anything.**' if quick else ''}
 
-**Machine.** {common.machine()}; revision {common.git_revision()}.
+**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}.
 
-{common.markdown_table(['case', 'what', 'ms per call'], body)}
+{mv.results.markdown_table(['case', 'what', 'ms per call'], body)}
 
 {chr(10).join(notes)}
 """
-    return common.write_results(NAME, rows, markdown, out_dir)
+    return mv.results.write_results(NAME, rows, markdown, out_dir)

@@ -30,7 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mcmcvae.experiments import common
+import mcmcvae as mv
+
+import common
 
 DESCRIPTION = "HVAE paper's Gaussian model (N=10000): error of recovered (Delta, sigma), VB vs planar NF vs HVAE"
 NAME = "hvae-gaussian"
@@ -184,18 +186,18 @@ def run(*, quick: bool = False, out_dir=None):
                       "sigma_squared_error": np.sum((np.asarray(sigma_hat) - sigma) ** 2, -1)}
             errors["theta_squared_error"] = errors["delta_squared_error"] + errors["sigma_squared_error"]
             for metric, values in errors.items():
-                mean, std = common.summarise(values)
-                rows.append(common.row(NAME, f"gaussian-d{dim}", name, metric, mean, std, budget["num_tests"],
+                mean, std = mv.results.summarise(values)
+                rows.append(mv.results.row(NAME, f"gaussian-d{dim}", name, metric, mean, std, budget["num_tests"],
                                        dim=dim, per_test=values.tolist(), skipped_updates=np.asarray(skipped).tolist(),
                                        seconds=seconds, quick=quick,
                                        budget={k: v for k, v in budget.items() if k not in ("dims", "methods")}))
             body.append([dim, name, *(f"{np.mean(errors[m]):.3g} ({np.std(errors[m]):.2g})" for m in errors),
                          int(np.sum(skipped))])
-    table = common.markdown_table(
+    table = mv.results.markdown_table(
         ["d", "method", "|Delta error|^2", "|sigma error|^2", "theta error", "skipped updates"], body)
     markdown = f"""# hvae-gaussian: recovering (Delta, sigma) in the HVAE paper's Gaussian model
 
-Regenerate with `mcmcvae experiment hvae-gaussian` (this file and `hvae-gaussian.json`).
+Regenerate with `python experiments/run.py hvae-gaussian` (this file and `hvae-gaussian.json`).
 {'**Quick run: tiny budget, for smoke testing only; these numbers mean nothing.**' if quick else ''}
 
 Mean (standard deviation) over {budget['num_tests']} data sets of N = {budget['num_data']} observations each.
@@ -209,10 +211,10 @@ Delta = 0, log sigma = 3; HVAE epsilon = 0.005 (at most 0.5), beta_0 = 1/25; NF 
 as in the paper's code. These are the paper's settings (its code's `conf.py`) except for the number of dimensions
 and data sets in a quick run. A skipped update is one whose ELBO estimate left the finite numbers.
 
-**Machine.** {common.machine()}; code at revision {common.git_revision()}.
+**Machine.** {mv.results.machine()}; code at revision {mv.results.git_revision()}.
 
 **Published.** Caterini et al. (2018) show these errors only as a plot (Figure 1, log scale against d, averaged
 over their 10 data sets), without a table, so no published numbers are quoted beside ours: compare the ordering
 of the methods and the trend with d against their figure.
 """
-    return common.write_results(NAME, rows, markdown, out_dir)
+    return mv.results.write_results(NAME, rows, markdown, out_dir)

@@ -19,7 +19,9 @@ import time
 import jax
 import numpy as np
 
-from mcmcvae.experiments import common
+import mcmcvae as mv
+
+import common
 
 DESCRIPTION = "conv VAE (l=64) vs HVAE (K in 1,5,10; fixed/free/no tempering) on dynamically binarised MNIST: NLL"
 NAME = "hvae-mnist"
@@ -46,7 +48,6 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     """Train and evaluate every configuration; ``budget`` is ``paper`` (default) or, with ``quick``, ``quick``."""
     import mcmcvae as mv
     from mcmcvae.evaluate.runs import method_proposals
-    from mcmcvae.experiments.vcd import importance_log_likelihoods
     from mcmcvae.train import Phase
 
     budget_name = common.budget_name(BUDGETS, quick, budget)
@@ -65,29 +66,29 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
         method = mv.methods.build("vae" if tag == "vae" else "hvae", share_step_sizes=False, **options)
         run_dir = runs / f"{tag}-seed{seed}"
         # an interrupted run resumes from its last checkpoint; a finished one is restored, not retrained
-        params, state, train_seconds = common.train_run(run_dir, model, [Phase(method, budget["epochs"])], train,
-                                                        seed=seed, batch_size=100, binarize="dynamic",
-                                                        progress=not quick, extra_config={"dataset": "mnist"})
+        params, state, train_seconds = mv.train.fit(model, [Phase(method, budget["epochs"])], train,
+                                                    run_dir=run_dir, seed=seed, batch_size=100, binarize="dynamic",
+                                                    progress=not quick, extra_config={"dataset": "mnist"})
 
         def evaluate(method=method, params=params, state=state):
             key = jax.random.key(10_000 + seed)
             loc, scale = method_proposals(key, model, method, params, state, test)
-            per_image = importance_log_likelihoods(jax.random.fold_in(key, 1), model, params, test, loc,
+            per_image = common.importance_log_likelihoods(jax.random.fold_in(key, 1), model, params, test, loc,
                                                    scale * np.sqrt(1.5), num_samples=budget["num_samples"])
             return {"nll": -float(per_image.mean()),
                     "standard_error": float(per_image.std(ddof=1) / np.sqrt(len(per_image))),
                     "num_images": len(per_image)}
 
-        result = common.cached_evaluation(run_dir / "eval.json", protocol, evaluate)
+        result = mv.results.cached_evaluation(run_dir / "eval.json", protocol, evaluate)
         nll, se = result["nll"], result["standard_error"]
         published = PUBLISHED["vae"] if tag == "vae" else None
-        rows.append(common.row(NAME, "mnist-dynamic", tag, "test_nll", nll, None, 1, standard_error=se,
+        rows.append(mv.results.row(NAME, "mnist-dynamic", tag, "test_nll", nll, None, 1, standard_error=se,
                                options=options, train_seconds=train_seconds, eval_seconds=result["eval_seconds"],
                                quick=quick, budget_name=budget_name, published=published,
                                budget={k: v for k, v in budget.items() if k != "configurations"}))
         body.append([tag, f"{nll:.2f} +- {se:.2f}", f"{train_seconds / 60:.1f}"])
     markdown = _markdown(rows, body, budget_name, (time.perf_counter() - tic_all) / 60)
-    return common.write_results(NAME, rows, markdown, out_dir)
+    return mv.results.write_results(NAME, rows, markdown, out_dir)
 
 
 def _markdown(rows, body, budget_name: str, minutes: float) -> str:
@@ -95,12 +96,12 @@ def _markdown(rows, body, budget_name: str, minutes: float) -> str:
     seed = budget["seed"]
     hvae_rows = [r for r in rows if r["method"] != "vae"]
     best = min(hvae_rows, key=lambda r: r["value"]) if hvae_rows else None
-    table = common.markdown_table(["configuration", "test NLL (nats)", "training minutes"], body)
+    table = mv.results.markdown_table(["configuration", "test NLL (nats)", "training minutes"], body)
     option = {"quick": " --quick", "paper": ""}.get(budget_name, f" --budget {budget_name}")
     note = "**Quick run: tiny budget, for smoke testing only; these numbers mean nothing.**" if quick else ""
     return f"""# hvae-mnist: VAE and HVAE on dynamically binarised MNIST
 
-Regenerate with `mcmcvae experiment hvae-mnist{option}` (this file and `hvae-mnist.json`).
+Regenerate with `python experiments/run.py hvae-mnist{option}` (this file and `hvae-mnist.json`).
 
 {note}
 
@@ -118,8 +119,8 @@ NLL by importance sampling with S = {budget['num_samples']} samples per image fr
 variance times 1.5, on {'the first ' + str(budget['test_images']) if budget['test_images'] else 'all 10000'} test
 images (binarised once with a fixed key). Seed {seed}.
 
-**Machine.** {common.machine()}; {minutes:.1f} min in this invocation (trained runs and evaluations already on
-disk under `runs/` are reused, not redone); code at revision {common.git_revision()}.
+**Machine.** {mv.results.machine()}; {minutes:.1f} min in this invocation (trained runs and evaluations already on
+disk under `runs/` are reused, not redone); code at revision {mv.results.git_revision()}.
 
 **Comparison.** The paper's architecture and training schedule differ from ours (their encoder and decoder follow
 Salimans et al. 2015), so the published numbers are anchors for the size of the HVAE gain over its base VAE

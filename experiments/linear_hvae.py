@@ -32,7 +32,9 @@ import time
 
 import numpy as np
 
-from mcmcvae.experiments import common
+import mcmcvae as mv
+
+import common
 
 DESCRIPTION = "linear hVAE (10-20, 50-100): condition numbers of learnt preconditioners, log-likelihood gaps"
 NAME = "linear-hvae"
@@ -167,7 +169,7 @@ def run_dims(dims: str, *, budget: str = "paper") -> tuple[list[dict], dict]:
     rows, table = [], []
 
     def add(method, metric, value, **extra):
-        rows.append(common.row(NAME, dims, method, metric, value, None, 1, quick=quick, budget=budget_name, **extra))
+        rows.append(mv.results.row(NAME, dims, method, metric, value, None, 1, quick=quick, budget=budget_name, **extra))
 
     # hVAE phase
     tic, cpu = time.perf_counter(), _cpu_seconds()
@@ -243,7 +245,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None, dims=tu
         summaries.append(summary)
     minutes, cpu_minutes = (time.perf_counter() - tic) / 60, (_cpu_seconds() - cpu) / 60
     markdown = _markdown(summaries, rows, budget_name, minutes, cpu_minutes)
-    return common.write_results(NAME, rows, markdown, out_dir)
+    return mv.results.write_results(NAME, rows, markdown, out_dir)
 
 
 def check_preconditioning(rows: list[dict], dims: str) -> dict:
@@ -265,7 +267,7 @@ def _markdown(summaries, rows, budget_name, minutes, cpu_minutes) -> str:
     header = ["method", "cond(Sigma_{z|x}^{-1})", "cond(C^T Sigma_{z|x}^{-1} C)", "log-lik gap (nats)", "h",
               "acceptance", "gradient evaluations", "seconds (CPU s)"]
     option = {"quick": " --quick", "paper": ""}.get(budget_name, f" --budget {budget_name}")
-    command = f"mcmcvae experiment linear-hvae{option}"
+    command = f"python experiments/run.py linear-hvae{option}"
     parts = ["# linear-hvae: learnt preconditioners on a linear hierarchical VAE\n\n"
              + f"Regenerate with `{command}` (this file and `linear-hvae.json`).\n"]
     if quick:
@@ -289,7 +291,7 @@ def _markdown(summaries, rows, budget_name, minutes, cpu_minutes) -> str:
             f"{budget['window_steps']} steps. The generating model's own posterior has "
             f"cond(Sigma_{{z|x}}^{{-1}}) = {summary['true_condition']:.1f}; its held-out log-likelihood is "
             f"{summary['true_test_log_likelihood']:.2f} nats per point.\n\n"
-            + common.markdown_table(header, summary["table"]) + "\n")
+            + mv.results.markdown_table(header, summary["table"]) + "\n")
         if check is not None:
             verdict = "holds" if check["passed"] else "DOES NOT hold"
             parts.append(f"Lower-triangular C: cond {check['lower_triangular']:.2f} against the posterior's "
@@ -316,7 +318,7 @@ chains of the MCMC phase (training methods) or of the single warm-up chain (wind
 reference adapts on the exact posterior of the hVAE-phase model, so its condition numbers refer to that model;
 each MCMC method's row refers to the model it trained.
 
-**Machine.** {common.machine()}; {minutes:.1f} min wall, {cpu_minutes:.1f} min CPU in all (JIT compilation
-included: 15-25 s of CPU per method and dimension here); code at revision {common.git_revision()}.
+**Machine.** {mv.results.machine()}; {minutes:.1f} min wall, {cpu_minutes:.1f} min CPU in all (JIT compilation
+included: 15-25 s of CPU per method and dimension here); code at revision {mv.results.git_revision()}.
 """)
     return "\n".join(parts)

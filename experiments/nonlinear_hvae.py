@@ -20,7 +20,9 @@ import time
 
 import numpy as np
 
-from mcmcvae.experiments import common
+import mcmcvae as mv
+
+import common
 
 DESCRIPTION = "top-down hVAE (5-10; also 3 and 4 layers) on binarised MNIST / Fashion-MNIST: test log-likelihood"
 NAME = "nonlinear-hvae"
@@ -54,8 +56,8 @@ SEED = 0
 
 def _run(model, phases, images, run_dir, dataset, params=None):
     """Train (resuming from ``run_dir``'s checkpoints when an earlier attempt was interrupted)."""
-    return common.train_run(run_dir, model, phases, images, seed=SEED, params=params, batch_size=BATCH_SIZE,
-                            progress=False, extra_config={"dataset": dataset})
+    return mv.train.fit(model, phases, images, run_dir=run_dir, seed=SEED, params=params, batch_size=BATCH_SIZE,
+                        progress=False, extra_config={"dataset": dataset})
 
 
 def _copy(tree):
@@ -118,14 +120,14 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
         protocol = {key: budget[key] for key in ("num_samples", "test_images", "kid_images", "kid_subset_size",
                                                  "kid_num_subsets", "kid_resize_to", "train_size")}
         protocol["epochs"] = [budget["vae_epochs"], budget["mcmc_epochs"]]
-        result = common.cached_evaluation(runs / name / "eval.json", protocol, evaluate, require=("per_image",))
+        result = mv.results.cached_evaluation(runs / name / "eval.json", protocol, evaluate, require=("per_image",))
         # AIS from the method's own proposal (N(zbar_K, tau Sigma0) for the MCMC methods) to p(x, z): importance
         # sampling from the hierarchical q is loose for models whose decoder has moved away from q (results file)
         num_ais = min(budget["ais_images"], len(test))
         ais_settings = {"num_temperatures": budget["ais_temperatures"], "num_chains": budget["ais_chains"],
                         "variance_factor": AIS_VARIANCE_FACTOR, "num_images": num_ais,
                         "epochs": protocol["epochs"]}
-        ais = common.cached_evaluation(runs / name / "ais.json", ais_settings, lambda: test_ais_log_likelihood(
+        ais = mv.results.cached_evaluation(runs / name / "ais.json", ais_settings, lambda: test_ais_log_likelihood(
             jax.random.key(20_000 + SEED), model, method, params, state, test[:num_ais],
             num_temperatures=budget["ais_temperatures"], num_chains=budget["ais_chains"],
             variance_factor=AIS_VARIANCE_FACTOR))
@@ -136,7 +138,7 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
                  "eval_seconds": result["eval_seconds"]}
         per_image[name] = np.asarray(result["per_image"], np.float64)
         extra.update(_difference_from_vae(per_image, name))
-        rows.append(common.row(NAME, dataset, name, "test_log_likelihood", result["log_likelihood"], None, 1,
+        rows.append(mv.results.row(NAME, dataset, name, "test_log_likelihood", result["log_likelihood"], None, 1,
                                **extra))
         ais_extra = {**case, "standard_error": ais["standard_error"], "num_images": ais["num_images"],
                      "num_temperatures": budget["ais_temperatures"], "num_chains": budget["ais_chains"],
@@ -144,9 +146,9 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
                      # importance sampling on the same images, for the gap between the two estimates
                      "importance_on_same_images": float(np.mean(per_image[name][:num_ais])),
                      **_difference_from_vae(per_image_ais, name)}
-        rows.append(common.row(NAME, dataset, name, "test_log_likelihood_ais", ais["test_log_likelihood"], None, 1,
+        rows.append(mv.results.row(NAME, dataset, name, "test_log_likelihood_ais", ais["test_log_likelihood"], None, 1,
                                **ais_extra))
-        rows.append(common.row(NAME, dataset, name, "kid", kid["kid"], None, 1, **case,
+        rows.append(mv.results.row(NAME, dataset, name, "kid", kid["kid"], None, 1, **case,
                                **{k: v for k, v in kid.items() if k != "kid"}))
     return rows
 
@@ -157,7 +159,7 @@ def _difference_from_vae(per_image: dict, name: str) -> dict:
     for vae itself or before vae has been evaluated."""
     if name == "vae" or "vae" not in per_image:
         return {}
-    mean, se = common.paired_difference(per_image[name], per_image["vae"])
+    mean, se = mv.results.paired_difference(per_image[name], per_image["vae"])
     return {"difference_from_vae": mean, "difference_from_vae_standard_error": se}
 
 
@@ -171,7 +173,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
         rows += run_case(dataset, num_layers, out_dir=out_dir, budget=budget_name)
         # written after every case, so a long run that is stopped still leaves what it finished, marked as partial
         markdown = _markdown(rows, budget_name, (time.perf_counter() - tic) / 60, pending=cases[i + 1:])
-        paths = common.write_results(NAME, rows, markdown, out_dir)
+        paths = mv.results.write_results(NAME, rows, markdown, out_dir)
     return paths
 
 
@@ -195,7 +197,7 @@ def _markdown(rows, budget_name, minutes, pending=()) -> str:
                      f"{annealed['importance_on_same_images']:.2f}", f"{annealed['value']:.2f}", _paired(annealed),
                      f"{1000 * kid['value']:.2f} +- {1000 * kid['kid_std']:.2f}"])
     n_ais = next(iter(ais.values()))["num_images"]
-    table = common.markdown_table(["dataset", "layers (sizes)", "method", "test log-likelihood, IS (nats)",
+    table = mv.results.markdown_table(["dataset", "layers (sizes)", "method", "test log-likelihood, IS (nats)",
                                    "IS minus vae's, paired", f"IS, first {n_ais} images", f"AIS, first {n_ais}",
                                    "AIS minus vae's, paired", "KID x 1000 (+- subset std)"], body)
     kid = next(iter(kids.values()))
@@ -214,7 +216,7 @@ def _markdown(rows, budget_name, minutes, pending=()) -> str:
                  + ". Running the same command again reuses every finished run and evaluation.")
     return f"""# nonlinear-hvae: MCMC-refined top-down hierarchical VAEs
 
-Regenerate with `mcmcvae experiment nonlinear-hvae{option}` (this file and
+Regenerate with `python experiments/run.py nonlinear-hvae{option}` (this file and
 `nonlinear-hvae.json`).
 
 {note}
@@ -241,7 +243,7 @@ one decoded prior sample (Bernoulli means) per test image, {kid['num_generated']
 test images resized to {kid['resize_to']} x {kid['resize_to']}, {kid['num_subsets']} subsets of
 {kid['subset_size']}; +- the spread of one subset's estimate.
 
-**Machine.** {common.machine()}; {minutes:.1f} min in this invocation (trained runs and evaluations already
-on disk under `runs/` are reused, not redone); code at revision {common.git_revision()}.
+**Machine.** {mv.results.machine()}; {minutes:.1f} min in this invocation (trained runs and evaluations already
+on disk under `runs/` are reused, not redone); code at revision {mv.results.git_revision()}.
 The full run (4 cases x 5 methods, 200 epochs each on 60000 images, S = {FULL['num_samples']}) needs a GPU.
 """

@@ -5,7 +5,7 @@ those runs gradHMC's acceptance rate stays at 0.83-0.85 against its target 0.65,
 This is the HMC entropy objective's known limit (docs/kernels.md: for L = 2 the entropy peaks at a shorter step
 than the one that would accept 0.65 of the proposals). So gradHMC moves in shorter steps than dshmc. Whether
 those shorter steps are what costs it the nats was a hypothesis. This experiment tests it, on the validation
-split of :mod:`mcmcvae.experiments.table1_lr` (the test set is never read).
+split of ``experiments/table1_lr.py`` (the test set is never read).
 
 dshmc runs at its own target 0.65 and at the higher targets ``dshmc_targets``, where dual averaging shortens its
 steps as far as gradHMC's acceptance rate implies. gradhmc-lt runs beside them. Everything else is the same for
@@ -26,10 +26,11 @@ import time
 
 import numpy as np
 
-from mcmcvae.adaptation._common import DEFAULT_TARGET_ACCEPTANCE_RATE
-from mcmcvae.experiments import common
-from mcmcvae.experiments import table1_lr
-from mcmcvae.experiments import table1_loglik as table1
+import mcmcvae as mv
+
+import common
+import table1_lr
+import table1_loglik as table1
 
 DESCRIPTION = "whether gradHMC's acceptance rate (shorter steps) is what it loses to dshmc on MNIST, on validation"
 NAME = "table1-acceptance"
@@ -48,7 +49,8 @@ BUDGETS = {
 for _budget in BUDGETS.values():
     for _key in ("methods", "learning_rates", "results_name"):
         _budget.pop(_key, None)
-DEFAULT_TARGET = DEFAULT_TARGET_ACCEPTANCE_RATE["hmc"]  # dshmc's own, and gradhmc's (unreached)
+# dshmc's own target, and gradhmc's (unreached): the library's default for HMC (mv.methods.build('dshmc'))
+DEFAULT_TARGET = 0.65
 
 
 def runs_of(budget: dict) -> list[tuple[str, str, dict, float | None]]:
@@ -99,12 +101,12 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
             per_image[(dataset, row_name)] = values
             kernel = kernel_summary(run_dir, model.latent_dim)
             if row_name != "dshmc":
-                mean, se = common.paired_difference(values, per_image[(dataset, "dshmc")])
+                mean, se = mv.results.paired_difference(values, per_image[(dataset, "dshmc")])
                 fields.update(difference_from_dshmc=mean, difference_from_dshmc_standard_error=se)
-            rows.append(common.row(NAME, dataset, row_name, "validation_log_likelihood", fields.pop("value"), None,
+            rows.append(mv.results.row(NAME, dataset, row_name, "validation_log_likelihood", fields.pop("value"), None,
                                    1, **fields, **kernel, target_acceptance_rate=target, budget=budget_name))
     minutes = (time.perf_counter() - tic) / 60
-    return common.write_results(NAME, rows, _markdown(rows, per_image, budget_name, budget, minutes), out_dir)
+    return mv.results.write_results(NAME, rows, _markdown(rows, per_image, budget_name, budget, minutes), out_dir)
 
 
 def _verdict(dataset: str, rows: list[dict], per_image: dict) -> str:
@@ -116,7 +118,7 @@ def _verdict(dataset: str, rows: list[dict], per_image: dict) -> str:
         if r["dataset"] != dataset or r["target_acceptance_rate"] is not None:
             continue
         near = min(dshmc, key=lambda d: abs(d["acceptance_rate"] - r["acceptance_rate"]))
-        mean, se = common.paired_difference(per_image[(dataset, r["method"])], per_image[(dataset, near["method"])])
+        mean, se = mv.results.paired_difference(per_image[(dataset, r["method"])], per_image[(dataset, near["method"])])
         parts.append(f"{r['method']} (acceptance {r['acceptance_rate']:.2f}) minus {near['method']} (acceptance "
                      f"{near['acceptance_rate']:.2f}, the dshmc run nearest it): {mean:+.2f} +- {se:.2f} nats")
     return "; ".join(parts) + "." if parts else ""
@@ -146,7 +148,7 @@ def _markdown(rows, per_image, budget_name, budget, minutes) -> str:
                          f"{r['log_abs_det']:.2f}", f"{r['geometric_mean_step']:.4f}",
                          f"{r['value']:.2f} +- {r['standard_error']:.2f}{skipped}", paired])
         # (pipes inside a cell are escaped, or they would split the table's columns)
-        table = common.markdown_table(["method", "target acceptance", "acceptance (last epoch)", "beta", "h",
+        table = mv.results.markdown_table(["method", "target acceptance", "acceptance (last epoch)", "beta", "h",
                                        "log \\|det C\\|", "h * \\|det C\\|^(1/d)",
                                        "validation log-likelihood (nats)", "minus dshmc's, paired"], body)
         sections.append(f"### {dataset}\n\n{table}\n\n{_verdict(dataset, rows, per_image)}")
@@ -161,7 +163,7 @@ def _markdown(rows, per_image, budget_name, budget, minutes) -> str:
     epochs = budget["vae_epochs"] or "the paper's number of"
     return f"""# table1-acceptance: is gradHMC's acceptance rate what it loses to dshmc?
 
-Regenerate with `mcmcvae experiment table1-acceptance{option}` (this file and `{NAME}.json`).
+Regenerate with `python experiments/run.py table1-acceptance{option}` (this file and `{NAME}.json`).
 
 {note}**Question.** gradHMC's acceptance rate stays near 0.85 against its target 0.65 with beta at its bound
 (docs/kernels.md), so its steps are shorter than dshmc's. dshmc is run at its own target 0.65 and at higher
@@ -181,6 +183,6 @@ paired over the same images, against dshmc at 0.65.
 
 {chr(10).join(sections)}
 
-**Machine.** {common.machine()}; {minutes:.1f} min in this invocation (runs and evaluations already on disk are
-reused); code at revision {common.git_revision()}.
+**Machine.** {mv.results.machine()}; {minutes:.1f} min in this invocation (runs and evaluations already on disk are
+reused); code at revision {mv.results.git_revision()}.
 """

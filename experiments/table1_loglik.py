@@ -13,7 +13,7 @@ Budgets: ``paper`` is the paper's schedule (MNIST 90 + 10 epochs at lr 1e-3, Fas
 
 A budget's ``mcmc_learning_rates`` overrides, per dataset, the learning rate of the MCMC phase (pre-training keeps
 the paper's). The ``cpu`` budget runs each dataset's MCMC phase at the rate that
-:mod:`mcmcvae.experiments.table1_lr` chose for every method on a validation split of the training set at this
+``experiments/table1_lr.py`` chose for every method on a validation split of the training set at this
 schedule: 3e-4 on MNIST (``results/table1-lr-mnist.md``; the paper's 1e-3 is the other candidate) and 1e-3 on
 Fashion-MNIST (``results/table1-lr.md``; the paper's 5e-3 lowers every speed-measure method's log-likelihood
 there). Runs at an overridden rate live in their own directories (``...-mcmclr0.001-seed0``), so they never resume
@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcmcvae.experiments import common
+import mcmcvae as mv
+
+import common
 
 DESCRIPTION = "Table 1: test log-likelihood of vae, mala, hmc, ds*, grad* (diag/lt) on MNIST and Fashion-MNIST"
 NAME = "table1-loglik"
@@ -131,7 +133,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
         except mv.data.DataNotFoundError:
             unavailable.append(dataset)
             for row_name, _, _ in METHODS:
-                rows.append(common.row(NAME, dataset, row_name, "test_log_likelihood", None, None, 0,
+                rows.append(mv.results.row(NAME, dataset, row_name, "test_log_likelihood", None, None, 0,
                                        note="not run: data unavailable"))
             continue
         settings = DATASETS[dataset]
@@ -143,9 +145,9 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
         mcmc_lr = mcmc_learning_rate(budget, dataset)
         suffix = "" if mcmc_lr == lr else f"-mcmclr{mcmc_lr:g}"
         for seed in budget["seeds"]:
-            pretrained, _, _ = common.train_run(runs / f"{dataset}-pretrain-seed{seed}", model,
-                                                [Phase(mv.methods.build("vae", learning_rate=lr), vae_epochs)], train,
-                                                seed=seed, progress=not quick, extra_config={"dataset": dataset})
+            pretrained, _, _ = mv.train.fit(model, [Phase(mv.methods.build("vae", learning_rate=lr), vae_epochs)],
+                                            train, run_dir=runs / f"{dataset}-pretrain-seed{seed}", seed=seed,
+                                            progress=not quick, extra_config={"dataset": dataset})
             for row_name, method_name, options in (*METHODS, *VARIANTS):
                 chosen = budget.get("methods")
                 if (chosen is not None and row_name not in chosen) or (chosen is None and row_name in VARIANT_NAMES):
@@ -169,14 +171,14 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     metrics = {None: "test_log_likelihood", "ais": "test_log_likelihood_ais",
                "importance_on_ais_images": "test_log_likelihood_importance_on_ais_images"}
     for (dataset, row_name, *key), per_seed in values.items():
-        mean, std = common.summarise(per_seed)
+        mean, std = mv.results.summarise(per_seed)
         extra = {} if not key else {"num_images": budget["ais_images"]}
         if key == ["ais"]:
             extra.update(num_temperatures=budget["ais_temperatures"], num_chains=budget["ais_chains"])
-        rows.append(common.row(NAME, dataset, row_name, metrics[key[0] if key else None], mean, std, len(per_seed),
+        rows.append(mv.results.row(NAME, dataset, row_name, metrics[key[0] if key else None], mean, std, len(per_seed),
                                per_seed=per_seed, budget=budget_name, **extra))
     markdown = _markdown(rows, budget_name, budget, unavailable, quick, per_image)
-    return common.write_results(budget.get("results_name", NAME), rows, markdown, out_dir)
+    return mv.results.write_results(budget.get("results_name", NAME), rows, markdown, out_dir)
 
 
 def mcmc_learning_rate(budget: dict, dataset: str) -> float:
@@ -194,17 +196,17 @@ def _train_from(experiment, tag, model, method, epochs, train, test, pretrained,
     from mcmcvae.train import Phase
 
     run_dir = common.runs_dir(experiment, out_dir) / f"{tag}-seed{seed}"
-    params, state, train_seconds = common.train_run(run_dir, model, [Phase(method, epochs)], train, seed=seed,
-                                                    params=pretrained, progress=progress,
-                                                    extra_config={"dataset": dataset})
+    params, state, train_seconds = mv.train.fit(model, [Phase(method, epochs)], train, run_dir=run_dir, seed=seed,
+                                                params=pretrained, progress=progress,
+                                                extra_config={"dataset": dataset})
     settings = {"num_samples": budget["num_samples"], "variance_factor": 1.5, "num_images": len(test)}
-    summary = common.cached_evaluation(run_dir / "eval.json", settings, lambda: test_log_likelihood(
+    summary = mv.results.cached_evaluation(run_dir / "eval.json", settings, lambda: test_log_likelihood(
         jax.random.key(10_000 + seed), model, method, params, state, test, num_samples=settings["num_samples"],
         variance_factor=1.5), require=("per_image",))
     num_ais = min(budget["ais_images"], len(test))
     ais_settings = {"num_temperatures": budget["ais_temperatures"], "num_chains": budget["ais_chains"],
                     "variance_factor": 1.5, "num_images": num_ais}
-    ais = common.cached_evaluation(run_dir / "ais.json", ais_settings, lambda: test_ais_log_likelihood(
+    ais = mv.results.cached_evaluation(run_dir / "ais.json", ais_settings, lambda: test_ais_log_likelihood(
         jax.random.key(20_000 + seed), model, method, params, state, test[:num_ais],
         num_temperatures=ais_settings["num_temperatures"], num_chains=ais_settings["num_chains"]),
         require=("per_image",))
@@ -235,7 +237,7 @@ def paired_differences(leader: list, rival: list) -> dict:
     ``leader`` and ``rival`` are per-seed lists of per-image log-likelihoods. Returns the mean over seeds of each
     seed's mean difference, its standard error from the images alone (``sqrt(sum se_s^2) / n_seeds``), and the
     per-seed mean differences, whose spread shows the seed-to-seed variation the image error leaves out."""
-    means, errors = zip(*(common.paired_difference(a, b) for a, b in zip(leader, rival, strict=True)))
+    means, errors = zip(*(mv.results.paired_difference(a, b) for a, b in zip(leader, rival, strict=True)))
     return {"mean": float(np.mean(means)), "standard_error": float(np.sqrt(np.sum(np.square(errors))) / len(means)),
             "per_seed": list(means)}
 
@@ -304,7 +306,7 @@ def _markdown(rows, budget_name, budget, unavailable, quick, per_image):
                    f"{DATASETS[dataset]['learning_rate']:g}"
                    + (f"; the MCMC rate {budget['mcmc_learning_rate_reason'][dataset]}" if
                       dataset in budget.get("mcmc_learning_rates", {}) else "") + ").\n\n")
-        tables.append(f"### {dataset}\n\n{lr_note}" + common.markdown_table(
+        tables.append(f"### {dataset}\n\n{lr_note}" + mv.results.markdown_table(
             ["method", "test log-likelihood (nats)", "std over seeds", "seeds", f"IS, first {n} test images",
              f"AIS, first {n} test images", "AIS - IS"], body) + "\n" + anchor
             + ("\n" + "\n".join(checks) + "\n" if checks else ""))
@@ -326,7 +328,7 @@ def _markdown(rows, budget_name, budget, unavailable, quick, per_image):
                     "validation split first.\n")
     return f"""# table1-loglik: MCMC-refined VAEs, test log-likelihood
 
-Regenerate with `mcmcvae experiment table1-loglik --budget {budget_name}` (`--budget paper` for the paper's schedule).
+Regenerate with `python experiments/run.py table1-loglik --budget {budget_name}` (`--budget paper` for the paper's schedule).
 {'**Quick run: smoke test only; these numbers mean nothing.**' if quick else ''}
 
 The first column is the paper's protocol (importance sampling, section 6.2). Its proposal's covariance is the
@@ -341,7 +343,7 @@ starts from the same pre-trained VAE per seed; test log-likelihood by importance
 N(zbar_K(x), 1.5 Sigma_0(x)).
 
 {cut}{missing}{variant_note}
-**Machine.** {common.machine()}; revision {common.git_revision()}.
+**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}.
 
 {chr(10).join(tables)}
 

@@ -7,7 +7,7 @@ is pre-trained on the rest at the paper's learning rate for that dataset (MNIST 
 every method runs its MCMC phase from that checkpoint once per candidate learning rate. The learning rate sets
 Adam for theta and phi0; the kernel's own rate stays at its default. Each run is scored by importance-sampling
 log-likelihood on the first ``validation_images`` held-out images, with the method's own proposal and tau = 1.5,
-as in :mod:`mcmcvae.experiments.table1_loglik`. The test set is never read. Per method, the best learning rate is
+as in ``experiments/table1_loglik.py``. The test set is never read. Per method, the best learning rate is
 reported, and the table's criterion (the best speed-measure method beats ``vae``, ``dsmala`` and ``dshmc``) is
 evaluated on validation with each method at its best rate.
 """
@@ -18,8 +18,10 @@ import time
 
 import numpy as np
 
-from mcmcvae.experiments import common
-from mcmcvae.experiments import table1_loglik as table1
+import mcmcvae as mv
+
+import common
+import table1_loglik as table1
 
 DESCRIPTION = "Table 1's MCMC-phase learning rate chosen per method on a validation split of the training set"
 NAME = "table1-lr"
@@ -75,10 +77,10 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                                                  runs / f"{dataset}-{row_name}-lr{lr:g}-seed{budget['seed']}",
                                                  method_name, extra, lr, quick)
                 per_image[(dataset, row_name, lr)] = values
-                rows.append(common.row(NAME, dataset, row_name, "validation_log_likelihood", row.pop("value"), None,
+                rows.append(mv.results.row(NAME, dataset, row_name, "validation_log_likelihood", row.pop("value"), None,
                                        1, **row, budget=budget_name))
     minutes = (time.perf_counter() - tic) / 60
-    return common.write_results(budget.get("results_name", NAME), rows,
+    return mv.results.write_results(budget.get("results_name", NAME), rows,
                                 _markdown(rows, per_image, budget_name, budget, minutes), out_dir)
 
 
@@ -98,11 +100,11 @@ def pretrain(dataset: str, budget: dict, runs, quick: bool):
     validation = validation[:budget["validation_images"]]
     model = mv.models.VAE(image_shape=fit.shape[1:], latent_dim=settings["latent_dim"],
                           likelihood=settings["likelihood"])
-    params, _, _ = common.train_run(
-        runs / f"{dataset}-pretrain-seed{seed}", model,
+    params, _, _ = mv.train.fit(
+        model,
         [Phase(mv.methods.build("vae", learning_rate=settings["learning_rate"]),
-               budget["vae_epochs"] or settings["vae_epochs"])], fit, seed=seed,
-        progress=not quick, extra_config={"dataset": dataset, "validation_size": budget["validation_size"]})
+               budget["vae_epochs"] or settings["vae_epochs"])], fit, run_dir=runs / f"{dataset}-pretrain-seed{seed}",
+        seed=seed, progress=not quick, extra_config={"dataset": dataset, "validation_size": budget["validation_size"]})
     return model, fit, validation, jax.tree_util.tree_map(np.array, params)
 
 
@@ -119,13 +121,13 @@ def train_and_validate(dataset: str, model, fit, validation, pretrained, budget:
     seed = budget["seed"]
     method = mv.methods.build(method_name, learning_rate=learning_rate, num_mcmc_steps=table1.K,
                               num_integration_steps=table1.L, **options)
-    params, state, train_seconds = common.train_run(
-        run_dir, model, [Phase(method, budget["mcmc_epochs"])], fit, seed=seed,
+    params, state, train_seconds = mv.train.fit(
+        model, [Phase(method, budget["mcmc_epochs"])], fit, run_dir=run_dir, seed=seed,
         params=jax.tree_util.tree_map(np.array, pretrained), progress=not quick,
         extra_config={"dataset": dataset, "validation_size": budget["validation_size"]})
     protocol = {"num_samples": budget["num_samples"], "num_images": len(validation), "variance_factor": 1.5,
                 "mcmc_epochs": budget["mcmc_epochs"]}
-    summary = common.cached_evaluation(
+    summary = mv.results.cached_evaluation(
         run_dir / "validation.json", protocol, lambda: test_log_likelihood(
             jax.random.key(10_000 + seed), model, method, params, state, validation,
             num_samples=budget["num_samples"], variance_factor=1.5))
@@ -163,7 +165,7 @@ def _criterion(dataset, best, per_image) -> str:
     parts, wins = [], []
     for rival in rivals:
         other = best[(dataset, rival)]
-        mean, se = common.paired_difference(per_image[(dataset, leader["method"], leader["learning_rate"])],
+        mean, se = mv.results.paired_difference(per_image[(dataset, leader["method"], leader["learning_rate"])],
                                      per_image[(dataset, rival, other["learning_rate"])])
         wins.append(mean > 0)
         parts.append(f"{rival} (lr {other['learning_rate']:g}) by {mean:+.2f} +- {se:.2f}")
@@ -192,7 +194,7 @@ def _markdown(rows, per_image, budget_name, budget, minutes) -> str:
                 skipped = f" ({r['nonfinite_updates']} skipped)" if r["nonfinite_updates"] else ""
                 cells.append(f"{r['value']:.2f} +- {r['standard_error']:.2f}{skipped}{mark}")
             body.append([method, *cells])
-        table = common.markdown_table(["method", *(f"lr {lr:g}" for lr in lrs)], body)
+        table = mv.results.markdown_table(["method", *(f"lr {lr:g}" for lr in lrs)], body)
         criterion = _criterion(dataset, best, per_image)
         picks = ", ".join(f"{m} {best[(dataset, m)]['learning_rate']:g}" for m in budget["methods"]
                           if (dataset, m) in best)
@@ -210,7 +212,7 @@ def _markdown(rows, per_image, budget_name, budget, minutes) -> str:
     epochs = budget["vae_epochs"] or "the paper's number of"
     return f"""# table1-lr: the MCMC phase's learning rate, chosen on a validation split
 
-Regenerate with `mcmcvae experiment table1-lr{option}` (this file and `{results_name}.json`).
+Regenerate with `python experiments/run.py table1-lr{option}` (this file and `{results_name}.json`).
 
 {note}**Protocol.** The last {budget['validation_size']} training images are held out, and the rest train. A plain VAE
 is pre-trained at the paper's learning rate for {epochs} epochs. Each
@@ -222,6 +224,6 @@ counts updates the trainer refused because a loss or gradient was not finite.
 
 {body}
 
-**Machine.** {common.machine()}; {minutes:.1f} min in this invocation (runs and evaluations already on disk are
-reused); code at revision {common.git_revision()}.
+**Machine.** {mv.results.machine()}; {minutes:.1f} min in this invocation (runs and evaluations already on disk are
+reused); code at revision {mv.results.git_revision()}.
 """

@@ -18,7 +18,9 @@ import time
 
 import numpy as np
 
-from mcmcvae.experiments import common
+import mcmcvae as mv
+
+import common
 
 DESCRIPTION = "Table 2: KID of vae (standard/MoG/Vamp prior), dsmala, dshmc, gradmala, gradhmc on MNIST, Fashion-MNIST"
 NAME = "table2-kid"
@@ -75,9 +77,9 @@ def run_part(dataset: str, seed: int, *, quick: bool = False, out_dir=None, budg
     models = {prior: mv.models.VAE(image_shape=train.shape[1:], latent_dim=LATENT_DIM, prior=prior)
               for prior in {m[3] for m in methods}}
     elbo = mv.methods.build("vae", learning_rate=LEARNING_RATE)
-    pretrained, _, _ = common.train_run(runs / f"{dataset}-pretrain-seed{seed}", models["standard"],
-                                        [Phase(elbo, budget["vae_epochs"])], train, seed=seed,
-                                        progress=not quick, extra_config={"dataset": dataset})
+    pretrained, _, _ = mv.train.fit(models["standard"], [Phase(elbo, budget["vae_epochs"])], train,
+                                    run_dir=runs / f"{dataset}-pretrain-seed{seed}", seed=seed,
+                                    progress=not quick, extra_config={"dataset": dataset})
     results = {}
     for row_name, method_name, options, prior in methods:
         model = models[prior]
@@ -88,8 +90,8 @@ def run_part(dataset: str, seed: int, *, quick: bool = False, out_dir=None, budg
                                       num_integration_steps=L, **options)
             phases, start = [Phase(method, budget["mcmc_epochs"])], pretrained
         run_dir = runs / f"{dataset}-{row_name}-seed{seed}"
-        params, _, seconds = common.train_run(run_dir, model, phases, train, seed=seed, params=start,
-                                              progress=not quick, extra_config={"dataset": dataset})
+        params, _, seconds = mv.train.fit(model, phases, train, run_dir=run_dir, seed=seed, params=start,
+                                          progress=not quick, extra_config={"dataset": dataset})
 
         def evaluate():
             result = model_kid(jax.random.key(30_000 + seed), model, params, reference_features=reference,
@@ -98,7 +100,7 @@ def run_part(dataset: str, seed: int, *, quick: bool = False, out_dir=None, budg
             return {key: value for key, value in result.items() if key != "generated_features"}
 
         settings = {key: budget[key] for key in ("kid_images", "subset_size", "num_subsets", "resize_to")}
-        result = common.cached_evaluation(run_dir / "kid.json", {**settings, "epochs": total_epochs}, evaluate)
+        result = mv.results.cached_evaluation(run_dir / "kid.json", {**settings, "epochs": total_epochs}, evaluate)
         results[row_name] = {**result, "train_seconds": seconds}
         if seed == budget["seeds"][0]:
             save_image_grid(generate_images(jax.random.key(seed), model, params, 64),
@@ -126,9 +128,9 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
             continue
         for row_name, results in per_method.items():
             kids = [r["kid"] for r in results]
-            mean, std = common.summarise(kids)
+            mean, std = mv.results.summarise(kids)
             first = results[0]
-            rows.append(common.row(NAME, dataset, row_name, "kid", mean, std, len(kids), per_seed=kids,
+            rows.append(mv.results.row(NAME, dataset, row_name, "kid", mean, std, len(kids), per_seed=kids,
                                    subset_std=[r["kid_std"] for r in results], num_generated=first["num_generated"],
                                    num_reference=first["num_reference"], subset_size=first["subset_size"],
                                    num_subsets=first["num_subsets"], resize_to=first["resize_to"],
@@ -137,9 +139,9 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                                    budget=budget_name, quick=quick))
     for dataset in unavailable:
         for row_name, *_ in methods:
-            rows.append(common.row(NAME, dataset, row_name, "kid", None, None, 0, note="not run: data unavailable"))
+            rows.append(mv.results.row(NAME, dataset, row_name, "kid", None, None, 0, note="not run: data unavailable"))
     markdown = _markdown(rows, budget_name, budget, unavailable, quick, (time.perf_counter() - tic) / 60)
-    return common.write_results(NAME, rows, markdown, out_dir)
+    return mv.results.write_results(NAME, rows, markdown, out_dir)
 
 
 def _minus_baseline(row, baseline) -> str:
@@ -150,7 +152,7 @@ def _minus_baseline(row, baseline) -> str:
     diffs = 1000 * (np.asarray(row["per_seed"]) - np.asarray(baseline["per_seed"]))
     if len(diffs) == 1:
         return f"{diffs[0]:+.1f}"
-    mean, error = common.paired_difference(row["per_seed"], baseline["per_seed"])
+    mean, error = mv.results.paired_difference(row["per_seed"], baseline["per_seed"])
     return f"{1000 * mean:+.1f} +- {1000 * error:.1f}"
 
 
@@ -178,7 +180,7 @@ def _markdown(rows, budget_name, budget, unavailable, quick, minutes) -> str:
             per_seed = ", ".join(f"{1000 * k:.1f}" for k in r["per_seed"])
             body.append([r["method"], f"{1000 * r['value']:.2f}", std, per_seed,
                          _minus_baseline(r, baseline), r["num_seeds"]])
-        tables.append(f"### {dataset}\n\n" + common.markdown_table(
+        tables.append(f"### {dataset}\n\n" + mv.results.markdown_table(
             ["method", "KID x 1000", "std over seeds (x 1000)", "per seed (x 1000)", "minus vae, paired by seed",
              "seeds"], body) + "\n")
     first = next((r for r in rows if r["value"] is not None), None)
@@ -197,7 +199,7 @@ def _markdown(rows, budget_name, budget, unavailable, quick, minutes) -> str:
                f"Not run, data unavailable: {', '.join(unavailable)} (`mcmcvae data fetch` says where the files go).\n")
     return f"""# table2-kid: KID of MCMC-refined VAEs
 
-Regenerate with `mcmcvae experiment table2-kid --budget {budget_name}` (`--budget paper` for the paper's schedule).
+Regenerate with `python experiments/run.py table2-kid --budget {budget_name}` (`--budget paper` for the paper's schedule).
 {'**Quick run: smoke test only; these numbers mean nothing.**' if quick else ''}
 
 Setting: threshold-0.5 binarisation, d_z = {LATENT_DIM}, 200-200 ReLU MLPs, Bernoulli likelihood, Adam at
@@ -210,7 +212,7 @@ each seed's KID minus that seed's plain VAE's, averaged, +- its standard error o
 that VAE; the learnt-prior rows are trained apart from it, so for them the pairing only shares the seed).
 
 {cut}{missing}
-**Machine.** {common.machine()}; revision {common.git_revision()}; {_time_text(rows, minutes)}.
+**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}; {_time_text(rows, minutes)}.
 
 {chr(10).join(tables)}
 Sample grids of every method are in `results/figures/{NAME}/`.

@@ -22,7 +22,7 @@ Pipeline, per seed:
    (:func:`mcmcvae.evaluate.generative.generate_images`: ``z ~ p(z)`` decoded to the mean of ``p(x | z)``), the
    same latent draws for every model, the smaller sets being prefixes of the largest, are added to the real
    training set with the minority label.
-4. **Classifier.** :class:`mcmcvae.nets.ConvClassifier` (two 3x3 stride-2 convolutions, 32 and 64 channels, a
+4. **Classifier.** :class:`ConvClassifier` (two 3x3 stride-2 convolutions, 32 and 64 channels, a
    128-unit dense layer, two logits), cross-entropy, Adam at 1e-3, batch 100, a fixed number of epochs, no
    class weights and no early stopping, trained on the real images alone and on each augmented set, with the
    same initialisation and batch-order key for every set of a seed. :class:`ClassifierTrainer` compiles one
@@ -50,13 +50,18 @@ an interrupted experiment that is run again resumes from them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+import haiku as hk
+import jax
 import numpy as np
 
-from mcmcvae.experiments import common
+import mcmcvae as mv
+
+import common
 
 DESCRIPTION = ("Table 3: minority-class VAE/dshmc/gradhmc augmentation of an imbalanced Fashion-MNIST shirt-vs-"
                "T-shirt set (stand-in for ADNI): balanced accuracy, TPR, TNR, KID")
@@ -210,8 +215,60 @@ def binary_metrics(labels, predictions) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- classifier
+_ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jax.numpy.tanh, "softplus": jax.nn.softplus, "elu": jax.nn.elu}
+
+
+@dataclasses.dataclass
+class ConvClassifier(hk.Module):
+    """Small convolutional classifier: 3x3 stride-2 convolutions (:func:`mcmcvae.nets.conv3x3`), a dense layer,
+    class logits.
+
+    With the default two convolutions a 28x28x1 image becomes 14x14x32, then 7x7x64, then 128 hidden units,
+    then ``num_classes`` logits (about 0.4 M parameters).
+    """
+
+    num_classes: int = 2
+    channels: Sequence[int] = (32, 64)
+    hidden_size: int = 128
+    activation: str = "relu"
+    name: str | None = None
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        act = _ACTIVATIONS[self.activation]
+        hidden = images
+        for i, channels in enumerate(self.channels):
+            hidden = act(mv.nets.conv3x3(hidden, channels, stride=2, name=f"conv_{i}"))
+        hidden = act(hk.Linear(self.hidden_size, name="hidden")(hidden.reshape(hidden.shape[0], -1)))
+        return hk.Linear(self.num_classes, name="logits")(hidden)
+
+
+def make_classifier(num_classes: int = 2, **options) -> hk.Transformed:
+    """Transform a classifier: ``apply(params, None, images (n, H, W, C)) -> logits (n, num_classes)``.
+
+    Parameters
+    ----------
+    num_classes
+        Number of classes, at least 2.
+    **options
+        Passed to :class:`ConvClassifier` (``channels``, ``hidden_size``, ``activation``).
+
+    Examples
+    --------
+    >>> net = make_classifier(2)
+    >>> params = net.init(jax.random.key(0), jax.numpy.zeros((1, 28, 28, 1)))
+    >>> net.apply(params, None, jax.numpy.zeros((5, 28, 28, 1))).shape
+    (5, 2)
+    """
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
+    activation = options.get("activation", "relu")
+    if activation not in _ACTIVATIONS:  # an unknown activation fails here, not at first apply
+        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}")
+    return hk.transform(lambda images: ConvClassifier(int(num_classes), **options, name="classifier")(images))
+
+
 class ClassifierTrainer:
-    """Trains :class:`mcmcvae.nets.ConvClassifier` with Adam; one compiled epoch serves every training-set size.
+    """Trains :class:`ConvClassifier` with Adam; one compiled epoch serves every training-set size.
 
     Images are held in an array of ``capacity`` rows; a set of ``n <= capacity`` images fills the first ``n``
     and ``n`` is a traced argument, so the real set and every augmented set share one compilation. Each epoch
@@ -228,7 +285,7 @@ class ClassifierTrainer:
     batch_size, learning_rate
         Adam's batch size and learning rate.
     **net_options
-        Passed to :func:`mcmcvae.nets.make_classifier` (``channels``, ``hidden_size``, ``activation``).
+        Passed to :func:`make_classifier` (``channels``, ``hidden_size``, ``activation``).
 
     Examples
     --------
@@ -239,10 +296,7 @@ class ClassifierTrainer:
 
     def __init__(self, *, capacity: int, image_shape=(28, 28, 1), batch_size: int = BATCH_SIZE,
                  learning_rate: float = CLASSIFIER_LEARNING_RATE, **net_options):
-        import jax
         import optax
-
-        from mcmcvae import nets
 
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -252,7 +306,7 @@ class ClassifierTrainer:
             raise ValueError(f"learning_rate must be positive, got {learning_rate}")
         self.capacity, self.batch_size = int(capacity), int(batch_size)
         self.image_shape = tuple(int(s) for s in image_shape)
-        self.net = nets.make_classifier(2, **net_options)
+        self.net = make_classifier(2, **net_options)
         self.optimiser = optax.adam(learning_rate)
         self.trace_count = 0  # traces of the epoch function: one per trainer in a healthy run
         self._init = jax.jit(self.net.init)
@@ -378,11 +432,11 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
         test_images, test_labels = load_split("test", num_majority=budget["test_per_class"],
                                               num_minority=budget["test_per_class"])
     except mv.data.DataNotFoundError as error:
-        rows = [common.row(NAME, DATASET, "none", metric, None, None, 0, num_generated=0, budget=budget_name,
+        rows = [mv.results.row(NAME, DATASET, "none", metric, None, None, 0, num_generated=0, budget=budget_name,
                            note=f"not run: {error}") for metric in ("balanced_accuracy", "tpr", "tnr")]
         markdown = (f"# {NAME}: not run\n\nFashion-MNIST is not in the data directory ({error}); run "
                     "`mcmcvae data fetch fashion_mnist` and run the experiment again.\n")
-        return common.write_results(NAME, rows, markdown, out_dir)
+        return mv.results.write_results(NAME, rows, markdown, out_dir)
 
     model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=LATENT_DIM, hidden_sizes=HIDDEN_SIZES,
                           likelihood="bernoulli")
@@ -444,7 +498,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
 
     rows = _rows(scores, kids, kid_notes, budget_name, budget)
     markdown = _markdown(rows, budget_name, budget, timings, len(train_images), len(test_images), quick)
-    return common.write_results(NAME, rows, markdown, out_dir)
+    return mv.results.write_results(NAME, rows, markdown, out_dir)
 
 
 def _train_generative(model, class_tag, images, seed, budget, runs, *, progress) -> dict:
@@ -453,9 +507,10 @@ def _train_generative(model, class_tag, images, seed, budget, runs, *, progress)
     from mcmcvae.train import Phase
 
     config = {"dataset": DATASET, "image_class": class_tag, "num_images": int(len(images))}
-    pretrained, _, _ = common.train_run(
-        runs / f"{class_tag}-pretrain-seed{seed}", model,
-        [Phase(mv.methods.build("vae", learning_rate=LEARNING_RATE), budget["vae_epochs"])], images, seed=seed,
+    pretrained, _, _ = mv.train.fit(
+        model,
+        [Phase(mv.methods.build("vae", learning_rate=LEARNING_RATE), budget["vae_epochs"])], images,
+        run_dir=runs / f"{class_tag}-pretrain-seed{seed}", seed=seed,
         batch_size=BATCH_SIZE, progress=progress, binarize="dynamic", extra_config=config)
     params = {}
     for method in budget["methods"]:
@@ -463,8 +518,8 @@ def _train_generative(model, class_tag, images, seed, budget, runs, *, progress)
                                  preconditioner="diagonal")
         # A seed of its own, so that the last phase's batch orders and binarisations do not repeat the
         # pre-training's (the parameters come from the pre-trained VAE, not from this seed).
-        params[method], _, _ = common.train_run(
-            runs / f"{class_tag}-{method}-seed{seed}", model, [Phase(built, budget["mcmc_epochs"])], images,
+        params[method], _, _ = mv.train.fit(
+            model, [Phase(built, budget["mcmc_epochs"])], images, run_dir=runs / f"{class_tag}-{method}-seed{seed}",
             seed=10_000 + seed, params=pretrained, batch_size=BATCH_SIZE, progress=progress, binarize="dynamic",
             extra_config=config)
     return params
@@ -532,15 +587,15 @@ def _rows(scores, kids, kid_notes, budget_name, budget) -> list[dict]:
     for (method, size), per_seed in scores.items():
         for metric in ("balanced_accuracy", "tpr", "tnr"):
             values = [r[metric] for r in per_seed]
-            mean, std = common.summarise(values)
-            rows.append(common.row(NAME, DATASET, method, metric, mean, std, len(values), num_generated=size,
+            mean, std = mv.results.summarise(values)
+            rows.append(mv.results.row(NAME, DATASET, method, metric, mean, std, len(values), num_generated=size,
                                    per_seed=values, budget=budget_name, binarization=BINARIZATION,
                                    augmentation="none" if method == "none" else f"{size} generated shirts"))
     for (class_tag, method), per_seed in kids.items():
         values = [r["kid"] for r in per_seed]
-        mean, std = common.summarise(values)
+        mean, std = mv.results.summarise(values)
         first = per_seed[0]
-        rows.append(common.row(NAME, DATASET, method, "kid", mean, std, len(values), per_seed=values,
+        rows.append(mv.results.row(NAME, DATASET, method, "kid", mean, std, len(values), per_seed=values,
                                image_class=CLASS_NAMES[MINORITY_LABEL if class_tag == "shirt" else MAJORITY_LABEL],
                                subset_std=[r["kid_std"] for r in per_seed], num_reference=first["num_reference"],
                                num_kid_images=first["num_generated"], resize_to=first["resize_to"],
@@ -550,7 +605,7 @@ def _rows(scores, kids, kid_notes, budget_name, budget) -> list[dict]:
                                   if method == "real" else {})))
     for (class_tag, method), note in kid_notes.items():
         if (class_tag, method) not in kids:
-            rows.append(common.row(NAME, DATASET, method, "kid", None, None, 0, note=note, budget=budget_name,
+            rows.append(mv.results.row(NAME, DATASET, method, "kid", None, None, 0, note=note, budget=budget_name,
                                    image_class=CLASS_NAMES[MINORITY_LABEL if class_tag == "shirt" else MAJORITY_LABEL]))
     return rows
 
@@ -572,14 +627,14 @@ def _markdown(rows, budget_name, budget, timings, num_train, num_test, quick) ->
         body.append(["none (real images only)" if method == "none" else method, size,
                      *(_format(metrics[m]["value"], metrics[m]["std"]) for m in ("balanced_accuracy", "tpr", "tnr")),
                      seeds])
-    table = common.markdown_table(["generative model", "generated shirts added", "balanced accuracy (%)",
+    table = mv.results.markdown_table(["generative model", "generated shirts added", "balanced accuracy (%)",
                                    "TPR, shirts (%)", "TNR, T-shirts (%)", "seeds"], body)
     kid_rows = [r for r in rows if r["metric"] == "kid"]
     notes = any("note" in r and r["value"] is None for r in kid_rows)
     kid_body = [["real training images (the floor)" if r["method"] == "real" else r["method"], r["image_class"],
                  _format(r["value"], r["std"], 1000.0, 2), r.get("num_reference", ""), r["num_seeds"]]
                 + ([r.get("note", "")] if notes else []) for r in kid_rows]
-    kid_table = common.markdown_table(["model", "class", "KID x 1000 (± over seeds)", "test images", "seeds"]
+    kid_table = mv.results.markdown_table(["model", "class", "KID x 1000 (± over seeds)", "test images", "seeds"]
                                       + (["note"] if notes else []), kid_body)
     seeds = ", ".join(map(str, budget["seeds"]))
     methods_text = ", ".join(f"`{m}`" for m in budget["methods"]) + (
@@ -596,7 +651,7 @@ def _markdown(rows, budget_name, budget, timings, num_train, num_test, quick) ->
                f"{', majority-class KID not computed' if not budget['kid_majority'] else ''}.\n")
     return f"""# {NAME}: per-class VAEs augment an imbalanced data set
 
-Regenerate with `mcmcvae experiment {NAME} --budget {budget_name}` (`--budget paper` for the full schedule).
+Regenerate with `python experiments/run.py {NAME} --budget {budget_name}` (`--budget paper` for the full schedule).
 {'**Quick run: smoke test only; these numbers mean nothing.**' if quick else ''}
 
 **A stand-in, not the paper's data.** Hirt, Kreouzis and Dellaportas (2024, Table 3) augmented the minority
@@ -631,7 +686,7 @@ nothing about MRI.
   {budget['kid_subset_size']}; ± is the spread over seeds.
 
 {cut}
-**Machine.** {common.machine()}; revision {common.git_revision()}.
+**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}.
 Time: generative models {timings['generative_s'] / 60:.1f} min, KID {timings['kid_s'] / 60:.1f} min, classifiers
 {timings['classifier_s'] / 60:.1f} min (work reused from an interrupted earlier run is not counted).
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcmcvae.experiments import common
+import mcmcvae as mv
+
+import common
 
 DESCRIPTION = "VAE on binarised MNIST (d_z=10, 200-200 MLP): test log-likelihood, 3 seeds"
 NAME = "vae-baseline"
@@ -42,16 +44,16 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
             NAME, "vae", model, phases, train, test, seed=seed, num_samples=budget["num_samples"],
             out_dir=out_dir, progress=not quick, extra_config={"dataset": "mnist"}))
     values = [r["test_log_likelihood"] for r in results]
-    mean, std = common.summarise(values)
+    mean, std = mv.results.summarise(values)
     # The test ELBO of the same parameters: importance sampling must land above it, and not far above.
     elbos = [_test_elbo(model, r["params"], test, seed) for r in results]
-    elbo_mean, elbo_std = common.summarise(elbos)
-    rows = [common.row(NAME, "mnist", "vae", "test_log_likelihood", mean, std, len(values),
+    elbo_mean, elbo_std = mv.results.summarise(elbos)
+    rows = [mv.results.row(NAME, "mnist", "vae", "test_log_likelihood", mean, std, len(values),
                        per_seed=values, budget={k: v for k, v in budget.items() if k != "seeds"}, quick=quick),
-            common.row(NAME, "mnist", "vae", "test_elbo", elbo_mean, elbo_std, len(elbos), per_seed=elbos,
+            mv.results.row(NAME, "mnist", "vae", "test_elbo", elbo_mean, elbo_std, len(elbos), per_seed=elbos,
                        num_samples_per_image=10, quick=quick)]
     std_text = "n/a" if std is None else f"{std:.2f}"
-    table = common.markdown_table(
+    table = mv.results.markdown_table(
         ["dataset", "method", "test log-likelihood (nats)", "std over seeds", "seeds", "published (same setting)"],
         [["MNIST (threshold 0.5)", "vae", f"{mean:.2f}", std_text, len(values), f"{PUBLISHED:.2f} (Ruiz and Titsias 2019)"]],
     )
@@ -60,7 +62,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     eval_minutes = np.mean([r["eval_seconds"] for r in results]) / 60
     markdown = f"""# vae-baseline: standard VAE on binarised MNIST
 
-Regenerate with `mcmcvae experiment vae-baseline --budget {budget_name}` (this file and `vae-baseline.json`;
+Regenerate with `python experiments/run.py vae-baseline --budget {budget_name}` (this file and `vae-baseline.json`;
 `--budget full` runs the three seeds of the protocol).
 
 {table}
@@ -78,8 +80,8 @@ test images; seeds {', '.join(map(str, budget['seeds']))}{'' if len(budget['seed
  "(CPU time); a larger S can only raise the estimate, typically by a few tenths of a nat for this model."
  if budget['num_samples'] < PAPER_NUM_SAMPLES and not quick else ''}
 
-**Machine.** {common.machine()}; mean training time {train_minutes:.1f} min and evaluation time
-{eval_minutes:.1f} min per seed; code at revision {common.git_revision()}.
+**Machine.** {mv.results.machine()}; mean training time {train_minutes:.1f} min and evaluation time
+{eval_minutes:.1f} min per seed; code at revision {mv.results.git_revision()}.
 
 **Comparison.** Ruiz and Titsias (2019) report {PUBLISHED:.2f} nats for a standard VAE with the same d_z,
 architecture and binarisation (their protocol: the best of three importance-sampling estimates with the
@@ -88,7 +90,7 @@ encoder's standard deviation times 1.2, S = 20000); our estimate uses tau = 1.5 
 discussion below for this run.
 """
     markdown += "\n" + _discussion(mean, std, quick)
-    return common.write_results(NAME, rows, markdown, out_dir)
+    return mv.results.write_results(NAME, rows, markdown, out_dir)
 
 
 def _test_elbo(model, params, images, seed: int, num_samples: int = 10) -> float:

@@ -18,14 +18,16 @@ Test log-likelihood by two protocols:
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcmcvae.experiments import common, table1_loglik
+import mcmcvae as mv
+
+import common
+import table1_loglik
 
 DESCRIPTION = "vae/hoffman/vcd/gradmala/gradhmc on binarised MNIST and Fashion-MNIST: test LL by two protocols"
 NAME = "vcd"
@@ -81,38 +83,6 @@ def hmc_proposals(rng_key, model, params, images, *, log_step_size, burn_in: int
     return mean, jnp.maximum(std, 1e-4)
 
 
-@functools.cache
-def _importance_fn(model, num_samples: int):
-    """One jitted importance-sampling function per model and S; parameters are an argument, so it compiles once
-    for every method and dataset."""
-    from mcmcvae.evaluate.importance import importance_log_likelihood
-
-    chunk = min(num_samples, 100)
-
-    def per_image(key, params, x, loc, scale):
-        return importance_log_likelihood(key, lambda z: model.log_joint(params, x, z), loc, scale, num_samples,
-                                         chunk_size=chunk)
-
-    return jax.jit(jax.vmap(per_image, in_axes=(0, None, 0, 0, 0)))
-
-
-def importance_log_likelihoods(rng_key, model, params, images, locs, scales, *, num_samples: int,
-                               batch_size: int = 100) -> np.ndarray:
-    """Per-image importance-sampling ``log p(x)`` with the proposal ``N(locs_i, diag(scales_i^2))``, ``(n,)``.
-
-    Image ``i`` uses the key ``fold_in(rng_key, i)``, as :func:`mcmcvae.evaluate.dataset_log_likelihood` does.
-    """
-    fn = _importance_fn(model, num_samples)
-    n = len(images)
-    out = []
-    for start in range(0, n, batch_size):
-        index = np.minimum(np.arange(start, start + batch_size), n - 1)  # pad the last batch: one compiled shape
-        keys = jax.vmap(lambda i: jax.random.fold_in(rng_key, i))(jnp.asarray(index))
-        values = fn(keys, params, jnp.asarray(images[index]), jnp.asarray(locs[index]), jnp.asarray(scales[index]))
-        out.append(np.asarray(values, np.float64)[: n - start])
-    return np.concatenate(out)
-
-
 _CHAIN_FNS: dict = {}
 
 
@@ -145,7 +115,7 @@ def evaluate(rng_key, model, method, params, state, images, *, num_samples_ours:
                  "hmc_mean_hmc_std": (hmc_mean, 1.2 * hmc_std)}
     result = {}
     for i, (label, (loc, scale)) in enumerate(proposals.items()):
-        per_image = importance_log_likelihoods(jax.random.fold_in(k_is, i), model, params, images, loc, scale,
+        per_image = common.importance_log_likelihoods(jax.random.fold_in(k_is, i), model, params, images, loc, scale,
                                                num_samples=num_samples_vcd if label != "ours" else num_samples_ours,
                                                batch_size=batch_size)
         result[label] = float(per_image.mean())
@@ -199,22 +169,23 @@ def run_dataset(dataset: str, *, quick: bool = False, out_dir=None, budget: str 
     suffix = "" if mcmc_lr == learning_rate else f"-mcmclr{mcmc_lr:g}"
     vae_epochs = SCHEDULE[dataset]["vae_epochs"] if budget["vae_epochs"] is None else budget["vae_epochs"]
     # an interrupted run resumes from its last checkpoint; a finished one is restored
-    pretrained, _, _ = common.train_run(
-        runs / f"{dataset}-vae-pretrain-seed{seed}", model,
-        [Phase(mv.methods.build("vae", learning_rate=learning_rate), vae_epochs)], train, seed=seed,
+    pretrained, _, _ = mv.train.fit(
+        model,
+        [Phase(mv.methods.build("vae", learning_rate=learning_rate), vae_epochs)], train,
+        run_dir=runs / f"{dataset}-vae-pretrain-seed{seed}", seed=seed,
         progress=not quick, extra_config=config)
     for name in budget["methods"]:
         method = _method(name, len(train), mcmc_lr)
         run_dir = runs / f"{dataset}-{name}{suffix}-seed{seed}"
         # every method, vae included, continues from the same pre-trained VAE (each with a fresh optimiser)
-        params, state, train_seconds = common.train_run(
-            run_dir, model, [Phase(method, budget["mcmc_epochs"])], train, seed=seed, params=pretrained,
+        params, state, train_seconds = mv.train.fit(
+            model, [Phase(method, budget["mcmc_epochs"])], train, run_dir=run_dir, seed=seed, params=pretrained,
             progress=not quick, extra_config=config)
         log_h = state["log_step_size"] if isinstance(state, dict) and "log_step_size" in state else \
             math.log(0.5 / model.latent_dim)
         protocol = {key: budget[key] for key in ("test_images", "num_samples_ours", "num_samples_vcd",
                                                  "burn_in", "sampling")}
-        result = common.cached_evaluation(
+        result = mv.results.cached_evaluation(
             run_dir / "eval.json", {**protocol, "epochs": budget["mcmc_epochs"]},
             lambda: evaluate(jax.random.key(10_000 + seed), model, method, params, state, test,
                              num_samples_ours=budget["num_samples_ours"],
@@ -224,10 +195,10 @@ def run_dataset(dataset: str, *, quick: bool = False, out_dir=None, budget: str 
         extra = {"budget": {k: v for k, v in budget.items() if k not in ("datasets", "methods")},
                  "budget_name": budget_name, "quick": quick,
                  "published": published, "train_seconds": train_seconds, "mcmc_learning_rate": mcmc_lr}
-        rows.append(common.row(NAME, dataset, name, "test_log_likelihood", result["ours"], None, 1,
+        rows.append(mv.results.row(NAME, dataset, name, "test_log_likelihood", result["ours"], None, 1,
                                protocol="ours: method proposal, variance x 1.5",
                                standard_error=result["ours_standard_error"], **extra))
-        rows.append(common.row(NAME, dataset, name, "test_log_likelihood_vcd_protocol", result["vcd_protocol"],
+        rows.append(mv.results.row(NAME, dataset, name, "test_log_likelihood_vcd_protocol", result["vcd_protocol"],
                                None, 1, protocol="VCD: best of three IS estimates, std x 1.2",
                                estimates={k: result[k] for k in ("q0", "hmc_mean_encoder_std",
                                                                  "hmc_mean_hmc_std")}, **extra))
@@ -250,7 +221,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                      "n/a" if r["published"] is None else f"{r['published']:.2f}"])
     timings = {(r["dataset"], r["method"]): r["train_seconds"] for r in ours}
     rates = {r["dataset"]: r["mcmc_learning_rate"] for r in ours}
-    table = common.markdown_table(
+    table = mv.results.markdown_table(
         ["dataset", "method", "ours (tau = 1.5)", "VCD protocol (best)",
          "VCD protocol: q0, HMC mean + enc. std, HMC mean + HMC std", "published (Ruiz and Titsias 2019)"], body)
     option = {"quick": " --quick", "paper": ""}.get(budget_name, f" --budget {budget_name}")
@@ -261,7 +232,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
            f"{budget['num_samples_vcd']} for the VCD protocol (20000).\n")
     markdown = f"""# vcd: VCD and Hoffman against VAE and the speed-measure methods
 
-Regenerate with `mcmcvae experiment vcd{option}` (this file and `vcd.json`).
+Regenerate with `python experiments/run.py vcd{option}` (this file and `vcd.json`).
 {'**Quick run: tiny budget, for smoke testing only; these numbers mean nothing.**' if quick else ''}
 {cut}
 
@@ -278,11 +249,11 @@ hoffman and vcd: t = 8 HMC transitions of L = 5 leapfrog steps, step size from 0
 test images: ours with S = {budget['num_samples_ours']}; the VCD protocol with S = {budget['num_samples_vcd']} and
 {budget['burn_in']} + {budget['sampling']} HMC transitions. Seed {seed}.
 
-**Machine.** {common.machine()}; code at revision {common.git_revision()}; training time per method
+**Machine.** {mv.results.machine()}; code at revision {mv.results.git_revision()}; training time per method
 {', '.join(f'{d}/{m} {s / 60:.1f} min' for (d, m), s in timings.items())}.
 
 **Published.** Ruiz and Titsias (2019) trained each method for 400000 iterations (batch 100, RMSprop-like step
 sizes 5e-4) from scratch, not from a pre-trained VAE, and report the VCD protocol's estimate. Our schedule is the
 one of `mcmcvae train`; differences of a few nats between schedules are expected.
 """
-    return common.write_results(NAME, rows, markdown, out_dir)
+    return mv.results.write_results(NAME, rows, markdown, out_dir)

@@ -63,7 +63,6 @@ def test_linear_hvae_trains_and_evaluates_with_its_exact_log_likelihood(tmp_path
 @pytest.mark.parametrize("args,message", [
     (["train", "--dataset", "mnist", "--method", "gibbs", "--out", "x"], "valid methods: vae, iwae, mala"),
     (["train", "--dataset", "imagenet", "--method", "vae", "--out", "x"], "mnist"),
-    (["experiment", "table9"], "valid experiments: vae-baseline"),
     (["train", "--dataset", "mnist", "--method", "dshmc", "--step-size-adaptation", "dual_averaging", "--out", "x"],
      "option of gradmala and gradhmc"),
 ])
@@ -83,6 +82,24 @@ def test_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "mcmcvae data fetch fashion_mnist" in capsys.readouterr().err
 
 
-def test_experiment_list(capsys):
+def test_experiment_forwards_to_the_clones_runner(capsys, monkeypatch):
+    """``mcmcvae experiment`` runs experiments/run.py of the clone above the current directory, options and errors
+    included, and says what to do where there is no clone."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root / "tests")  # found by searching upwards
     assert main(["experiment", "list"]) == 0
     assert "vae-baseline" in capsys.readouterr().out
+    assert main(["experiment", "table9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mcmcvae experiment: error: unknown experiment 'table9'") and "vae-baseline" in err
+    assert main(["experiment", "--budget", "cpu", "benchmark"]) == 2  # options before the name reach it too
+    assert "has one budget" in capsys.readouterr().err
+
+
+def test_experiment_outside_a_clone_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiment", "list"]) == 2
+    err = capsys.readouterr().err
+    assert f"no experiments/run.py in {tmp_path} or any folder above it" in err and "clone" in err

@@ -1,17 +1,32 @@
-"""Every registered experiment runs end to end in its --quick form and writes rows in the public schema."""
+"""Every experiment script runs end to end in its --quick form and writes rows in the public schema; the runner
+finds them, and refuses unknown names and budgets clearly."""
 
+import importlib.util
 import json
+import pathlib
 
 import pytest
 
-from mcmcvae import experiments
+import mcmcvae as mv
 
+RUNNER = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "run.py"
+
+
+def _load_runner():
+    """The research scripts' runner, loaded by path (the experiments live outside the library)."""
+    spec = importlib.util.spec_from_file_location("experiments_run", RUNNER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+runner = _load_runner()
 KEYS = {"experiment", "dataset", "method", "metric", "value", "std", "num_seeds"}
 
 
-@pytest.mark.parametrize("name", sorted(experiments.REGISTRY))
+@pytest.mark.parametrize("name", sorted(runner.discover()))
 def test_quick_experiment(name, tmp_path, mnist_available):
-    paths = experiments.run(name, quick=True, out_dir=tmp_path)
+    paths = runner.run(name, quick=True, out_dir=tmp_path)
     rows = json.loads((tmp_path / f"{name}.json").read_text())
     assert rows and all(KEYS <= set(r) for r in rows)
     assert all(r["experiment"] == name for r in rows)
@@ -19,12 +34,76 @@ def test_quick_experiment(name, tmp_path, mnist_available):
     assert {p.name for p in paths} >= {f"{name}.json", f"{name}.md"}
 
 
+
+# ------------------------------------------------------------------------------------------------- runner
+def test_runner_lists_every_experiment_script_and_only_those(capsys):
+    """``list`` names every script that defines DESCRIPTION and run, by its file stem with dashes, beside its
+    description; helpers (common.py), figure scripts (kernels_figure.py) and the runner itself are not listed."""
+    assert runner.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in lines}
+    stems = {p.stem.replace("_", "-") for p in RUNNER.parent.glob("*.py")}
+    assert set(listed) == set(runner.discover()) and set(listed) <= stems
+    assert {"vae-baseline", "table1-loglik", "table3-augmentation", "vcd"} <= set(listed)
+    assert not {"common", "kernels-figure", "run"} & set(listed)
+    for name in ("vae-baseline", "table1-lr"):
+        module = runner.load(name)
+        assert listed[name] == module.DESCRIPTION and module.NAME == name
+
+
+def test_runner_refuses_unknown_names_and_budgets_clearly(capsys):
+    assert runner.main(["table9"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment 'table9'" in err and "valid experiments: " in err and "vae-baseline" in err
+    assert runner.main(["table1_loglik"]) == 2
+    assert "did you mean 'table1-loglik'?" in capsys.readouterr().err
+    assert runner.main(["benchmark", "--budget", "cpu"]) == 2
+    assert "experiment 'benchmark' has one budget; drop --budget" in capsys.readouterr().err
+    assert runner.main(["vae-baseline", "--quick", "--budget", "cpu"]) == 2
+    assert "either --quick or --budget cpu" in capsys.readouterr().err
+    assert runner.main(["table1-lr", "--budget", "gpu"]) == 2  # refused by the experiment before anything runs
+    assert "unknown budget 'gpu'; choose one of" in capsys.readouterr().err
+    assert runner.main(["list", "--quick"]) == 2
+    assert "list takes no options" in capsys.readouterr().err
+
+
+def test_a_new_experiment_is_one_new_file(tmp_path):
+    """The runner discovers a new script by reading it; a script that is not an experiment is never executed."""
+    (tmp_path / "my_study.py").write_text(
+        "import mcmcvae as mv\n\n"
+        "DESCRIPTION = 'a study in one file'\n\n\n"
+        "def run(*, quick=False, out_dir=None):\n"
+        "    rows = [mv.results.row('my-study', 'none', 'none', 'answer', 42 if quick else 43)]\n"
+        "    return mv.results.write_results('my-study', rows, '# my-study', out_dir)\n")
+    (tmp_path / "side_effect.py").write_text("raise SystemExit('a script that is not an experiment ran')\n")
+    (tmp_path / "helper.py").write_text("DESCRIPTION = 'no run function: not an experiment'\n")
+    found = runner.discover(tmp_path)
+    assert list(found) == ["my-study"] and found["my-study"].description == "a study in one file"
+    paths = runner.run("my-study", quick=True, out_dir=tmp_path / "results", directory=tmp_path)
+    assert [p.name for p in paths] == ["my-study.json", "my-study.md"]
+    assert json.loads(paths[0].read_text())[0]["value"] == 42.0
+    with pytest.raises(ValueError, match="experiment 'my-study' has one budget"):
+        runner.run("my-study", budget="cpu", directory=tmp_path)
+
+
+def test_runner_runs_as_a_script_from_the_repository_root():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(RUNNER.parents[1] / "lib"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "experiments/run.py", "list"], cwd=RUNNER.parents[1], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "table1-loglik" in done.stdout and "vae-baseline" in done.stdout
+
 def test_table1_lr_validation_split_is_carved_from_training_and_best_rate_is_per_method():
     """The validation images are the training set's last images and never reach the fit; the best learning rate
     is chosen per (dataset, method) by validation log-likelihood, ignoring diverged (non-finite) runs."""
     import numpy as np
 
-    from mcmcvae.experiments import common, table1_lr
+    table1_lr = runner.load("table1-lr")
 
     images = np.arange(50).reshape(50, 1)
     fit, validation = table1_lr.split(images, 10)
@@ -37,7 +116,7 @@ def test_table1_lr_validation_split_is_carved_from_training_and_best_rate_is_per
                              ("gradhmc-lt", 5e-3, -99.0), ("gradhmc-lt", 3e-4, -98.0)]]
     best = table1_lr.best_learning_rates(rows)
     assert best[("d", "vae")]["learning_rate"] == 1e-3 and best[("d", "gradhmc-lt")]["learning_rate"] == 3e-4
-    mean, se = common.paired_difference([1.0, 2.0, 4.0], [0.0, 1.0, 2.0])  # differences 1, 1, 2
+    mean, se = mv.results.paired_difference([1.0, 2.0, 4.0], [0.0, 1.0, 2.0])  # differences 1, 1, 2
     assert mean == pytest.approx(4 / 3) and se == pytest.approx(np.std([1, 1, 2], ddof=1) / np.sqrt(3))
     with pytest.raises(ValueError, match="unknown budget 'gpu'"):
         table1_lr.run(budget="gpu")
@@ -47,28 +126,9 @@ def test_table1_lr_validation_split_is_carved_from_training_and_best_rate_is_per
              "standard_error": 0.1, "nonfinite_updates": 0} for m in budget["methods"] for lr in (1e-3, 3e-4)]
     per_image = {(r["dataset"], r["method"], r["learning_rate"]): np.zeros(3) for r in rows}
     text = table1_lr._markdown(rows, per_image, "cpu-mnist", budget, 1.0)
-    assert "`mcmcvae experiment table1-lr --budget cpu-mnist` (this file and `table1-lr-mnist.json`)" in text
+    assert "`python experiments/run.py table1-lr --budget cpu-mnist` (this file and `table1-lr-mnist.json`)" in text
     assert "Budget `cpu-mnist`, cut from the paper's" in text
     assert "| vae | -91.00 +- 0.10 | -90.00 +- 0.10 **best** |" in text
-
-
-def test_train_run_reports_the_training_time_of_a_restored_run(tmp_path):
-    """A finished run is restored, not retrained, and reports the seconds its epochs took (from metrics.jsonl),
-    not the few this call spent restoring it."""
-    import numpy as np
-
-    import mcmcvae as mv
-    from mcmcvae.experiments import common
-    from mcmcvae.train import Phase, read_metrics
-
-    images = (np.random.default_rng(0).random((40, 4, 4, 1)) < 0.5).astype(np.float32)
-    model = mv.models.VAE(image_shape=(4, 4, 1), latent_dim=2, hidden_sizes=(8,))
-    phases = [Phase(mv.methods.build("vae"), 2)]
-    _, _, first = common.train_run(tmp_path / "run", model, phases, images, seed=0, batch_size=20, progress=False)
-    epochs = read_metrics(tmp_path / "run")
-    assert len(epochs) == 2 and first == pytest.approx(sum(r["seconds"] for r in epochs))
-    _, _, again = common.train_run(tmp_path / "run", model, phases, images, seed=0, batch_size=20, progress=False)
-    assert again == first and len(read_metrics(tmp_path / "run")) == 2
 
 
 def test_table1_acceptance_plans_its_runs_and_compares_like_with_like(tmp_path):
@@ -79,8 +139,7 @@ def test_table1_acceptance_plans_its_runs_and_compares_like_with_like(tmp_path):
 
     import numpy as np
 
-    from mcmcvae.experiments import table1_acceptance as acc
-    from mcmcvae.experiments import table1_lr
+    acc, table1_lr = runner.load("table1-acceptance"), runner.load("table1-lr")
 
     cpu = acc.BUDGETS["cpu"]
     plan = acc.runs_of(cpu)
@@ -128,7 +187,7 @@ def test_table1_loglik_mcmc_rate_override_and_paired_differences():
     average per-seed mean differences, with the standard error of the images alone."""
     import numpy as np
 
-    from mcmcvae.experiments import table1_loglik as table1
+    table1 = runner.load("table1-loglik")
 
     cpu = table1.BUDGETS["cpu"]
     assert table1.mcmc_learning_rate(cpu, "fashion_mnist") == 1e-3
@@ -149,8 +208,8 @@ def test_table1_loglik_mcmc_rate_override_and_paired_differences():
 def test_vcd_cpu_budget_runs_its_mcmc_phase_at_table1s_cpu_rates():
     """vcd's cpu budget takes table1-loglik's per-dataset MCMC rates (and their reasons); the paper budget keeps the
     schedule's rates, Fashion-MNIST's 5e-3 included, and pre-training keeps the schedule's rate under every budget."""
-    from mcmcvae.experiments import common, vcd
-    from mcmcvae.experiments import table1_loglik as table1
+    vcd, table1 = runner.load("vcd"), runner.load("table1-loglik")
+    common = vcd.common  # the experiments' shared helpers
 
     cpu, paper = vcd.BUDGETS["cpu"], vcd.BUDGETS["paper"]
     for dataset in ("mnist", "fashion_mnist"):
@@ -172,7 +231,7 @@ def test_table1_loglik_variant_budget_repeats_the_cpu_mnist_rows_beside_the_vari
     and the best speed-measure method, and is kept out of the criterion."""
     import numpy as np
 
-    from mcmcvae.experiments import table1_loglik as table1
+    table1 = runner.load("table1-loglik")
 
     cpu, variant = table1.BUDGETS["cpu"], table1.BUDGETS["cpu-mnist-variant"]
     shared = set(cpu) - {"datasets", "mcmc_learning_rates", "mcmc_learning_rate_reason"}
@@ -198,7 +257,7 @@ def test_table1_loglik_variant_budget_repeats_the_cpu_mnist_rows_beside_the_vari
 def test_aiwae_budgets_cut_only_what_they_say(tmp_path):
     """``--budget cpu`` keeps the paper's model, batch, AIS chains and learning-rate schedule (a prefix of its
     stages) and cuts only what its results file states; an unknown budget is refused before anything trains."""
-    from mcmcvae.experiments import aiwae
+    aiwae = runner.load("aiwae")
 
     paper, cpu = aiwae.BUDGETS["paper"], aiwae.BUDGETS["cpu"]
     assert set(cpu["configurations"]) < set(paper["configurations"]) and ("aiwae", 5, 5) in cpu["configurations"]
@@ -221,32 +280,9 @@ def test_aiwae_budgets_cut_only_what_they_say(tmp_path):
 def test_hvae_mnist_has_no_cpu_budget(tmp_path):
     """hvae-mnist's convolutional networks need a GPU: ``--budget cpu`` is refused by name, like any unknown
     budget, before anything trains."""
-    from mcmcvae.experiments import hvae_mnist
+    hvae_mnist = runner.load("hvae-mnist")
 
     assert set(hvae_mnist.BUDGETS) == {"paper", "quick"}
     with pytest.raises(ValueError, match="unknown budget 'cpu'.*paper, quick"):
         hvae_mnist.run(budget="cpu", out_dir=tmp_path)
     assert not (tmp_path / "runs").exists()
-
-
-def test_cached_evaluation_reuses_only_equal_settings_and_returns_what_it_stores(tmp_path):
-    """One cache for every experiment: equal settings (tuples compared as stored) reuse the file without
-    evaluating; other settings, or a saved summary missing a required key, evaluate afresh; fresh and reused
-    summaries have the same types."""
-    import numpy as np
-
-    from mcmcvae.experiments import common
-
-    calls = []
-
-    def evaluate():
-        calls.append(1)
-        return {"value": np.float32(len(calls)), "per_image": np.arange(3.0)}
-
-    path = tmp_path / "eval.json"
-    fresh = common.cached_evaluation(path, {"epochs": (1, 2)}, evaluate)
-    again = common.cached_evaluation(path, {"epochs": (1, 2)}, evaluate)
-    assert len(calls) == 1 and fresh == again and fresh["per_image"] == [0.0, 1.0, 2.0]
-    assert fresh["value"] == 1.0 and fresh["settings"] == {"epochs": [1, 2]} and fresh["eval_seconds"] >= 0
-    assert common.cached_evaluation(path, {"epochs": (1, 3)}, evaluate)["value"] == 2.0
-    assert common.cached_evaluation(path, {"epochs": (1, 3)}, evaluate, require=("missing",))["value"] == 3.0

@@ -8,17 +8,20 @@
 - ``mv.kernels``: MALA and HMC with learnable preconditioners;
 - ``mv.adaptation``: the entropy speed measure and BlackJAX's dual averaging;
 - ``mv.methods``: training methods (``vae``, ``iwae``, ...), one object each;
-- ``mv.train``: the one training loop every method shares;
+- ``mv.train``: the one training loop every method shares, and ``mv.train.fit``, a resumable run in a folder;
 - ``mv.evaluate``: importance-sampling and AIS log-likelihoods, KID;
-- ``mv.hierarchical``: top-down hierarchical VAEs, linear ones with exact posteriors.
+- ``mv.hierarchical``: top-down hierarchical VAEs, linear ones with exact posteriors;
+- ``mv.results``: result rows, the results files, cached evaluations, machine and revision stamps for scripts.
+
+The reproductions are research scripts outside the library, in the repository's ``experiments/`` folder.
 """
 
 from importlib import import_module as _import_module
 
 __version__ = "0.1.0.dev0"
 
-_SUBMODULES = ("data", "nets", "models", "kernels", "adaptation", "methods", "train", "evaluate", "experiments",
-               "hierarchical")
+_SUBMODULES = ("data", "nets", "models", "kernels", "adaptation", "methods", "train", "evaluate", "hierarchical",
+               "results")
 
 
 def __getattr__(name):  # PEP 562: sub-packages load on first use, keeping `import mcmcvae` cheap.

@@ -1,5 +1,7 @@
 """The ``mcmcvae`` command line: ``train``, ``evaluate``, ``report``, ``data fetch`` and ``experiment``.
 
+``experiment`` forwards to the research scripts' runner, ``python experiments/run.py``, of the clone it is run in.
+
 Heavy imports (JAX, Haiku, NumPyro) happen inside the sub-commands, so ``mcmcvae --help`` and
 ``mcmcvae data fetch`` start quickly.
 """
@@ -86,13 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = data_sub.add_parser("fetch", help="download the datasets that can be fetched here")
     fetch.add_argument("names", nargs="*", help=f"datasets (default: all of {', '.join(DATASETS)})")
 
-    experiment = sub.add_parser("experiment", help="run one reproduction; writes results/NAME.{json,md}")
-    experiment.add_argument("name", help="experiment name (run 'mcmcvae experiment list' to see them)")
-    experiment.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
-    experiment.add_argument("--out", type=pathlib.Path, default=None, help="directory for the results files")
-    experiment.add_argument("--budget", default=None,
-                            help="for experiments with several budgets: paper (the paper's schedule), cpu, or one "
-                                 "of an experiment's own (table1-lr: cpu-mnist, cpu-mnist-10epochs; docs/cli.md)")
+    experiment = sub.add_parser("experiment", add_help=False,
+                                help="from a clone: run a reproduction (forwards to python experiments/run.py)")
+    experiment.add_argument("args", nargs=argparse.REMAINDER,
+                            help="NAME [--budget B] [--quick] [--out DIR], or list (see python experiments/run.py -h)")
 
     report = sub.add_parser("report", help="diagnostics and figures of a trained run; writes DIR/report.md",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -106,10 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["experiment"]:  # everything after it is the runner's, options first included
+        return _experiment(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "evaluate": _evaluate, "data": _data, "experiment": _experiment,
-                "report": _report}[args.command](args)
+        return {"train": _train, "evaluate": _evaluate, "data": _data, "report": _report}[args.command](args)
     except (ValueError, FileNotFoundError) as error:
         print(f"mcmcvae: error: {error}", file=sys.stderr)
         return 2
@@ -259,16 +260,23 @@ def _data(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------- experiment
-def _experiment(args) -> int:
-    from mcmcvae import experiments
+def _experiment(argv: list[str]) -> int:
+    """Forward ``argv`` to the research scripts' runner, ``experiments/run.py`` of the clone holding the current
+    directory (the library itself holds no experiments)."""
+    import importlib.util
 
-    if args.name == "list":
-        for name, description in experiments.describe().items():
-            print(f"{name:<22} {description}")
-        return 0
-    paths = experiments.run(args.name, quick=args.quick, out_dir=args.out, budget=args.budget)
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
+    cwd = pathlib.Path.cwd()
+    runner = next((d / "experiments" / "run.py" for d in (cwd, *cwd.parents)
+                   if (d / "experiments" / "run.py").is_file()), None)
+    if runner is None:
+        print(f"mcmcvae experiment: error: no experiments/run.py in {cwd} or any folder above it: the reproductions "
+              "are research scripts in a clone of the mcmcvae repository; run 'python experiments/run.py NAME' (or "
+              "this command) inside one", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("mcmcvae_experiments_runner", runner)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv, prog="mcmcvae experiment")
 
 
 # ----------------------------------------------------------------------------------------------- report

@@ -6,9 +6,7 @@ which it passes into NumPyro models as arguments (NumPyro has no Haiku adapter a
 
 Encoders map an image batch ``(n, H, W, C)`` to the mean and standard deviation of a diagonal Gaussian
 ``q0(z | x) = N(loc, diag(scale^2))``. Decoders map latents ``(n, d)`` to the parameters of the likelihood,
-shaped like the image, ``(n, H, W, C)`` (Bernoulli logits, logistic or Gaussian means). One classifier,
-:class:`ConvClassifier` (:func:`make_classifier`), maps image batches to class logits ``(n, num_classes)``; the
-data-augmentation experiment trains it on real and generated images.
+shaped like the image, ``(n, H, W, C)`` (Bernoulli logits, logistic or Gaussian means).
 """
 
 from __future__ import annotations
@@ -21,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "ConvClassifier", "conv3x3", "make_encoder",
-           "make_decoder", "make_classifier", "ARCHITECTURES"]
+__all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "conv3x3", "make_encoder", "make_decoder",
+           "ARCHITECTURES"]
 
 ARCHITECTURES = ("mlp", "conv")
 _ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "softplus": jax.nn.softplus, "elu": jax.nn.elu}
@@ -173,49 +171,3 @@ def conv3x3(images: jax.Array, channels: int, stride: int = 1, name: str | None 
     columns = [padded[:, a:a + stride * (out_height - 1) + 1:stride, b:b + stride * (out_width - 1) + 1:stride, :]
                for a in range(3) for b in range(3)]
     return hk.Linear(channels, name=name)(jnp.concatenate(columns, axis=-1))
-
-
-@dataclasses.dataclass
-class ConvClassifier(hk.Module):
-    """Small convolutional classifier: 3x3 stride-2 convolutions (:func:`conv3x3`), a dense layer, class logits.
-
-    With the default two convolutions a 28x28x1 image becomes 14x14x32, then 7x7x64, then 128 hidden units,
-    then ``num_classes`` logits (about 0.4 M parameters).
-    """
-
-    num_classes: int = 2
-    channels: Sequence[int] = (32, 64)
-    hidden_size: int = 128
-    activation: str = "relu"
-    name: str | None = None
-
-    def __call__(self, images: jax.Array) -> jax.Array:
-        act = _activation(self.activation)
-        hidden = images
-        for i, channels in enumerate(self.channels):
-            hidden = act(conv3x3(hidden, channels, stride=2, name=f"conv_{i}"))
-        hidden = act(hk.Linear(self.hidden_size, name="hidden")(hidden.reshape(hidden.shape[0], -1)))
-        return hk.Linear(self.num_classes, name="logits")(hidden)
-
-
-def make_classifier(num_classes: int = 2, **options) -> hk.Transformed:
-    """Transform a classifier: ``apply(params, None, images (n, H, W, C)) -> logits (n, num_classes)``.
-
-    Parameters
-    ----------
-    num_classes
-        Number of classes, at least 2.
-    **options
-        Passed to :class:`ConvClassifier` (``channels``, ``hidden_size``, ``activation``).
-
-    Examples
-    --------
-    >>> net = make_classifier(2)
-    >>> params = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-    >>> net.apply(params, None, jnp.zeros((5, 28, 28, 1))).shape
-    (5, 2)
-    """
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
-    _activation(options.get("activation", "relu"))  # an unknown activation fails here, not at first apply
-    return hk.transform(lambda images: ConvClassifier(int(num_classes), **options, name="classifier")(images))
