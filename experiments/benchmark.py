@@ -14,8 +14,6 @@ import numpy as np
 
 import mcmcvae as mv
 
-import common
-
 DESCRIPTION = "median training-step time (ms) of every method, batch 100, MNIST-sized MLP VAE"
 NAME = "benchmark"
 WARMUP, REPEATS = 5, 50

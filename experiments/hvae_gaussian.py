@@ -32,8 +32,6 @@ import optax
 
 import mcmcvae as mv
 
-import common
-
 DESCRIPTION = "HVAE paper's Gaussian model (N=10000): error of recovered (Delta, sigma), VB vs planar NF vs HVAE"
 NAME = "hvae-gaussian"
 METHODS = {  # name -> (family, K, tempering)
