@@ -142,10 +142,10 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
         published = PUBLISHED.get((name, k, t))
         for metric, value in metrics.items():
             rows.append(mv.results.row(NAME, "mnist-dynamic", tag, metric, value, None, 1, num_samples=k,
-                                   num_temperatures=t, train_seconds=train_seconds, eval_seconds=eval_seconds,
-                                   quick=quick, budget_name=budget_name,
-                                   published=published if metric == "nll" else None,
-                                   budget={key: v for key, v in budget.items() if key != "configurations"}))
+                                       num_temperatures=t, train_seconds=train_seconds, eval_seconds=eval_seconds,
+                                       quick=quick, budget_name=budget_name,
+                                       published=published if metric == "nll" else None,
+                                       budget={key: v for key, v in budget.items() if key != "configurations"}))
         body.append([tag, *(f"{metrics[m]:.2f}" for m in ("nll", "nvlb", "variational_gap", "generalisation_gap")),
                      metrics["active_units"], "n/a" if published is None else f"{published:.2f}"])
     table = mv.results.markdown_table(["model", "NLL (AIS)", "NVLB (-L_S)", "variational gap", "generalisation gap",

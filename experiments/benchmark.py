@@ -261,7 +261,7 @@ def run(*, quick: bool = False, out_dir=None):
             continue
         ms = time_case(build, warmup, repeats)
         rows.append(mv.results.row(NAME, "mnist", name, "step_time_ms", ms, None, 1, description=description,
-                               repeats=repeats, machine=mv.results.machine()))
+                                   repeats=repeats, machine=mv.results.machine()))
         body.append([name, description, f"{ms:.2f}"])
     ms = {r["method"]: r["value"] for r in rows}
     notes = []

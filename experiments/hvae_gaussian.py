@@ -186,9 +186,9 @@ def run(*, quick: bool = False, out_dir=None):
             for metric, values in errors.items():
                 mean, std = mv.results.summarise(values)
                 rows.append(mv.results.row(NAME, f"gaussian-d{dim}", name, metric, mean, std, budget["num_tests"],
-                                       dim=dim, per_test=values.tolist(), skipped_updates=np.asarray(skipped).tolist(),
-                                       seconds=seconds, quick=quick,
-                                       budget={k: v for k, v in budget.items() if k not in ("dims", "methods")}))
+                                           dim=dim, per_test=values.tolist(),
+                                           skipped_updates=np.asarray(skipped).tolist(), seconds=seconds, quick=quick,
+                                           budget={k: v for k, v in budget.items() if k not in ("dims", "methods")}))
             body.append([dim, name, *(f"{np.mean(errors[m]):.3g} ({np.std(errors[m]):.2g})" for m in errors),
                          int(np.sum(skipped))])
     table = mv.results.markdown_table(

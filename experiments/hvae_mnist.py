@@ -83,9 +83,9 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
         nll, se = result["nll"], result["standard_error"]
         published = PUBLISHED["vae"] if tag == "vae" else None
         rows.append(mv.results.row(NAME, "mnist-dynamic", tag, "test_nll", nll, None, 1, standard_error=se,
-                               options=options, train_seconds=train_seconds, eval_seconds=result["eval_seconds"],
-                               quick=quick, budget_name=budget_name, published=published,
-                               budget={k: v for k, v in budget.items() if k != "configurations"}))
+                                   options=options, train_seconds=train_seconds, eval_seconds=result["eval_seconds"],
+                                   quick=quick, budget_name=budget_name, published=published,
+                                   budget={k: v for k, v in budget.items() if k != "configurations"}))
         body.append([tag, f"{nll:.2f} +- {se:.2f}", f"{train_seconds / 60:.1f}"])
     markdown = _markdown(rows, body, budget_name, (time.perf_counter() - tic_all) / 60)
     return mv.results.write_results(NAME, rows, markdown, out_dir)

@@ -169,7 +169,8 @@ def run_dims(dims: str, *, budget: str = "paper") -> tuple[list[dict], dict]:
     rows, table = [], []
 
     def add(method, metric, value, **extra):
-        rows.append(mv.results.row(NAME, dims, method, metric, value, None, 1, quick=quick, budget=budget_name, **extra))
+        rows.append(mv.results.row(NAME, dims, method, metric, value, None, 1, quick=quick, budget=budget_name,
+                                   **extra))
 
     # hVAE phase
     tic, cpu = time.perf_counter(), _cpu_seconds()

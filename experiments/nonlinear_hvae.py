@@ -139,7 +139,7 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
         per_image[name] = np.asarray(result["per_image"], np.float64)
         extra.update(_difference_from_vae(per_image, name))
         rows.append(mv.results.row(NAME, dataset, name, "test_log_likelihood", result["log_likelihood"], None, 1,
-                               **extra))
+                                   **extra))
         ais_extra = {**case, "standard_error": ais["standard_error"], "num_images": ais["num_images"],
                      "num_temperatures": budget["ais_temperatures"], "num_chains": budget["ais_chains"],
                      "acceptance_rate": ais["acceptance_rate"], "eval_seconds": ais["eval_seconds"],
@@ -147,9 +147,9 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
                      "importance_on_same_images": float(np.mean(per_image[name][:num_ais])),
                      **_difference_from_vae(per_image_ais, name)}
         rows.append(mv.results.row(NAME, dataset, name, "test_log_likelihood_ais", ais["test_log_likelihood"], None, 1,
-                               **ais_extra))
+                                   **ais_extra))
         rows.append(mv.results.row(NAME, dataset, name, "kid", kid["kid"], None, 1, **case,
-                               **{k: v for k, v in kid.items() if k != "kid"}))
+                                   **{k: v for k, v in kid.items() if k != "kid"}))
     return rows
 
 

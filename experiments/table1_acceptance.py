@@ -104,7 +104,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                 mean, se = mv.results.paired_difference(values, per_image[(dataset, "dshmc")])
                 fields.update(difference_from_dshmc=mean, difference_from_dshmc_standard_error=se)
             rows.append(mv.results.row(NAME, dataset, row_name, "validation_log_likelihood", fields.pop("value"), None,
-                                   1, **fields, **kernel, target_acceptance_rate=target, budget=budget_name))
+                                       1, **fields, **kernel, target_acceptance_rate=target, budget=budget_name))
     minutes = (time.perf_counter() - tic) / 60
     return mv.results.write_results(NAME, rows, _markdown(rows, per_image, budget_name, budget, minutes), out_dir)
 

@@ -134,7 +134,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
             unavailable.append(dataset)
             for row_name, _, _ in METHODS:
                 rows.append(mv.results.row(NAME, dataset, row_name, "test_log_likelihood", None, None, 0,
-                                       note="not run: data unavailable"))
+                                           note="not run: data unavailable"))
             continue
         settings = DATASETS[dataset]
         vae_epochs = budget["vae_epochs"] or settings["vae_epochs"]
@@ -176,7 +176,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
         if key == ["ais"]:
             extra.update(num_temperatures=budget["ais_temperatures"], num_chains=budget["ais_chains"])
         rows.append(mv.results.row(NAME, dataset, row_name, metrics[key[0] if key else None], mean, std, len(per_seed),
-                               per_seed=per_seed, budget=budget_name, **extra))
+                                   per_seed=per_seed, budget=budget_name, **extra))
     markdown = _markdown(rows, budget_name, budget, unavailable, quick, per_image)
     return mv.results.write_results(budget.get("results_name", NAME), rows, markdown, out_dir)
 
@@ -328,7 +328,8 @@ def _markdown(rows, budget_name, budget, unavailable, quick, per_image):
                     "validation split first.\n")
     return f"""# table1-loglik: MCMC-refined VAEs, test log-likelihood
 
-Regenerate with `python experiments/run.py table1-loglik --budget {budget_name}` (`--budget paper` for the paper's schedule).
+Regenerate with `python experiments/run.py table1-loglik --budget {budget_name}` (`--budget paper` for the
+paper's schedule).
 {'**Quick run: smoke test only; these numbers mean nothing.**' if quick else ''}
 
 The first column is the paper's protocol (importance sampling, section 6.2). Its proposal's covariance is the

@@ -78,10 +78,10 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                                                  method_name, extra, lr, quick)
                 per_image[(dataset, row_name, lr)] = values
                 rows.append(mv.results.row(NAME, dataset, row_name, "validation_log_likelihood", row.pop("value"), None,
-                                       1, **row, budget=budget_name))
+                                           1, **row, budget=budget_name))
     minutes = (time.perf_counter() - tic) / 60
     return mv.results.write_results(budget.get("results_name", NAME), rows,
-                                _markdown(rows, per_image, budget_name, budget, minutes), out_dir)
+                                    _markdown(rows, per_image, budget_name, budget, minutes), out_dir)
 
 
 def pretrain(dataset: str, budget: dict, runs, quick: bool):

@@ -131,12 +131,12 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
             mean, std = mv.results.summarise(kids)
             first = results[0]
             rows.append(mv.results.row(NAME, dataset, row_name, "kid", mean, std, len(kids), per_seed=kids,
-                                   subset_std=[r["kid_std"] for r in results], num_generated=first["num_generated"],
-                                   num_reference=first["num_reference"], subset_size=first["subset_size"],
-                                   num_subsets=first["num_subsets"], resize_to=first["resize_to"],
-                                   train_seconds=[r["train_seconds"] for r in results],
-                                   kid_seconds=[r["eval_seconds"] for r in results],
-                                   budget=budget_name, quick=quick))
+                                       subset_std=[r["kid_std"] for r in results], num_generated=first["num_generated"],
+                                       num_reference=first["num_reference"], subset_size=first["subset_size"],
+                                       num_subsets=first["num_subsets"], resize_to=first["resize_to"],
+                                       train_seconds=[r["train_seconds"] for r in results],
+                                       kid_seconds=[r["eval_seconds"] for r in results],
+                                       budget=budget_name, quick=quick))
     for dataset in unavailable:
         for row_name, *_ in methods:
             rows.append(mv.results.row(NAME, dataset, row_name, "kid", None, None, 0, note="not run: data unavailable"))
@@ -199,7 +199,8 @@ def _markdown(rows, budget_name, budget, unavailable, quick, minutes) -> str:
                f"Not run, data unavailable: {', '.join(unavailable)} (`mcmcvae data fetch` says where the files go).\n")
     return f"""# table2-kid: KID of MCMC-refined VAEs
 
-Regenerate with `python experiments/run.py table2-kid --budget {budget_name}` (`--budget paper` for the paper's schedule).
+Regenerate with `python experiments/run.py table2-kid --budget {budget_name}` (`--budget paper` for the
+paper's schedule).
 {'**Quick run: smoke test only; these numbers mean nothing.**' if quick else ''}
 
 Setting: threshold-0.5 binarisation, d_z = {LATENT_DIM}, 200-200 ReLU MLPs, Bernoulli likelihood, Adam at

@@ -433,7 +433,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                                               num_minority=budget["test_per_class"])
     except mv.data.DataNotFoundError as error:
         rows = [mv.results.row(NAME, DATASET, "none", metric, None, None, 0, num_generated=0, budget=budget_name,
-                           note=f"not run: {error}") for metric in ("balanced_accuracy", "tpr", "tnr")]
+                               note=f"not run: {error}") for metric in ("balanced_accuracy", "tpr", "tnr")]
         markdown = (f"# {NAME}: not run\n\nFashion-MNIST is not in the data directory ({error}); run "
                     "`mcmcvae data fetch fashion_mnist` and run the experiment again.\n")
         return mv.results.write_results(NAME, rows, markdown, out_dir)
@@ -589,24 +589,26 @@ def _rows(scores, kids, kid_notes, budget_name, budget) -> list[dict]:
             values = [r[metric] for r in per_seed]
             mean, std = mv.results.summarise(values)
             rows.append(mv.results.row(NAME, DATASET, method, metric, mean, std, len(values), num_generated=size,
-                                   per_seed=values, budget=budget_name, binarization=BINARIZATION,
-                                   augmentation="none" if method == "none" else f"{size} generated shirts"))
+                                       per_seed=values, budget=budget_name, binarization=BINARIZATION,
+                                       augmentation="none" if method == "none" else f"{size} generated shirts"))
     for (class_tag, method), per_seed in kids.items():
         values = [r["kid"] for r in per_seed]
         mean, std = mv.results.summarise(values)
         first = per_seed[0]
+        image_class = CLASS_NAMES[MINORITY_LABEL if class_tag == "shirt" else MAJORITY_LABEL]
         rows.append(mv.results.row(NAME, DATASET, method, "kid", mean, std, len(values), per_seed=values,
-                               image_class=CLASS_NAMES[MINORITY_LABEL if class_tag == "shirt" else MAJORITY_LABEL],
-                               subset_std=[r["kid_std"] for r in per_seed], num_reference=first["num_reference"],
-                               num_kid_images=first["num_generated"], resize_to=first["resize_to"],
-                               subset_size=first["subset_size"], num_subsets=first["num_subsets"],
-                               budget=budget_name, binarization=BINARIZATION,
-                               **({"note": "real training images of the class, not a model: the floor of KID"}
-                                  if method == "real" else {})))
+                                   image_class=image_class,
+                                   subset_std=[r["kid_std"] for r in per_seed], num_reference=first["num_reference"],
+                                   num_kid_images=first["num_generated"], resize_to=first["resize_to"],
+                                   subset_size=first["subset_size"], num_subsets=first["num_subsets"],
+                                   budget=budget_name, binarization=BINARIZATION,
+                                   **({"note": "real training images of the class, not a model: the floor of KID"}
+                                      if method == "real" else {})))
     for (class_tag, method), note in kid_notes.items():
         if (class_tag, method) not in kids:
+            image_class = CLASS_NAMES[MINORITY_LABEL if class_tag == "shirt" else MAJORITY_LABEL]
             rows.append(mv.results.row(NAME, DATASET, method, "kid", None, None, 0, note=note, budget=budget_name,
-                                   image_class=CLASS_NAMES[MINORITY_LABEL if class_tag == "shirt" else MAJORITY_LABEL]))
+                                       image_class=image_class))
     return rows
 
 
@@ -635,7 +637,7 @@ def _markdown(rows, budget_name, budget, timings, num_train, num_test, quick) ->
                  _format(r["value"], r["std"], 1000.0, 2), r.get("num_reference", ""), r["num_seeds"]]
                 + ([r.get("note", "")] if notes else []) for r in kid_rows]
     kid_table = mv.results.markdown_table(["model", "class", "KID x 1000 (± over seeds)", "test images", "seeds"]
-                                      + (["note"] if notes else []), kid_body)
+                                          + (["note"] if notes else []), kid_body)
     seeds = ", ".join(map(str, budget["seeds"]))
     methods_text = ", ".join(f"`{m}`" for m in budget["methods"]) + (
         ", and the same models of the T-shirts, for KID only" if budget["kid_majority"] else "")

@@ -49,9 +49,9 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     elbos = [_test_elbo(model, r["params"], test, seed) for r in results]
     elbo_mean, elbo_std = mv.results.summarise(elbos)
     rows = [mv.results.row(NAME, "mnist", "vae", "test_log_likelihood", mean, std, len(values),
-                       per_seed=values, budget={k: v for k, v in budget.items() if k != "seeds"}, quick=quick),
+                           per_seed=values, budget={k: v for k, v in budget.items() if k != "seeds"}, quick=quick),
             mv.results.row(NAME, "mnist", "vae", "test_elbo", elbo_mean, elbo_std, len(elbos), per_seed=elbos,
-                       num_samples_per_image=10, quick=quick)]
+                           num_samples_per_image=10, quick=quick)]
     std_text = "n/a" if std is None else f"{std:.2f}"
     table = mv.results.markdown_table(
         ["dataset", "method", "test log-likelihood (nats)", "std over seeds", "seeds", "published (same setting)"],

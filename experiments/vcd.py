@@ -196,11 +196,11 @@ def run_dataset(dataset: str, *, quick: bool = False, out_dir=None, budget: str 
                  "budget_name": budget_name, "quick": quick,
                  "published": published, "train_seconds": train_seconds, "mcmc_learning_rate": mcmc_lr}
         rows.append(mv.results.row(NAME, dataset, name, "test_log_likelihood", result["ours"], None, 1,
-                               protocol="ours: method proposal, variance x 1.5",
-                               standard_error=result["ours_standard_error"], **extra))
+                                   protocol="ours: method proposal, variance x 1.5",
+                                   standard_error=result["ours_standard_error"], **extra))
         rows.append(mv.results.row(NAME, dataset, name, "test_log_likelihood_vcd_protocol", result["vcd_protocol"],
-                               None, 1, protocol="VCD: best of three IS estimates, std x 1.2",
-                               estimates={k: result[k] for k in ("q0", "hmc_mean_encoder_std",
+                                   None, 1, protocol="VCD: best of three IS estimates, std x 1.2",
+                                   estimates={k: result[k] for k in ("q0", "hmc_mean_encoder_std",
                                                                  "hmc_mean_hmc_std")}, **extra))
     return rows
 
