@@ -115,8 +115,16 @@ def latent_traversal(model, params, z_center, *, num_steps: int = 9, radius: flo
 
     Examples
     --------
+    >>> import jax, numpy as np
+    >>> import mcmcvae as mv
+    >>> from mcmcvae.figures import latent_traversal, save_image_grid
+    >>> model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=2, hidden_sizes=(32,))
+    >>> params = model.init(jax.random.key(0))  # a trained model's parameters in practice
     >>> images = latent_traversal(model, params, np.zeros(model.latent_dim), num_steps=9, radius=3.0)
+    >>> images.shape  # 2 rows (one per latent unit) of 9 images
+    (18, 28, 28, 1)
     >>> save_image_grid(images, "traversal.png", num_columns=9, title="latent traversals")
+    PosixPath('traversal.png')
     """
     import jax
     import jax.numpy as jnp
