@@ -94,6 +94,8 @@ def comparison_figure(path, model, images, runs, differences):
 def main(argv=None):
     args = parse_args(argv)
     out = args.out
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty: delete it (bash scripts/main.sh does) or pass another --out")
     out.mkdir(parents=True, exist_ok=True)
     tic = time.perf_counter()
     train = mv.data.load_images("mnist", "train", num_images=args.train_size)  # grey levels: binarised per batch

@@ -11,7 +11,15 @@ __all__ = ["image_grid", "save_image_grid", "plot_training_curves", "latent_trav
 
 
 def image_grid(images, num_columns: int = 10, padding: int = 1) -> np.ndarray:
-    """Tile ``(n, H, W, C)`` images in [0, 1] into one ``(rows*(H+p), cols*(W+p), C)`` array."""
+    """Tile ``(n, H, W, C)`` images in [0, 1] into one ``(rows*(H+p), cols*(W+p), C)`` array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mcmcvae.figures import image_grid
+    >>> image_grid(np.zeros((12, 28, 28, 1)), num_columns=10).shape  # 2 rows of 10, 1-pixel white borders
+    (59, 291, 1)
+    """
     images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
     n, h, w, c = images.shape
     rows = -(-n // num_columns)
