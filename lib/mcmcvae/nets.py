@@ -214,11 +214,9 @@ def make_classifier(num_classes: int = 2, **options) -> hk.Transformed:
 
     Examples
     --------
-    >>> import jax, jax.numpy as jnp
-    >>> from mcmcvae.nets import make_classifier
     >>> net = make_classifier(2)
-    >>> params = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-    >>> jax.jit(net.apply)(params, None, jnp.zeros((5, 28, 28, 1))).shape
+    >>> params = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    >>> net.apply(params, None, jnp.zeros((5, 28, 28, 1))).shape
     (5, 2)
     """
     if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
