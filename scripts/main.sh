@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# The main job: set up, fetch MNIST, train a small VAE, evaluate its test log-likelihood, write a sample grid.
-# About 5 minutes on 2 CPU cores.
+# The main job: set up, fetch MNIST, then scripts/main.py: pre-train a VAE, train it on as a plain VAE and, from
+# the same start, with gradmala (speed-measure-tuned MALA); print both test log-likelihoods (same images, same
+# estimator) and write runs/main/{results.md,results.json,comparison.png}. About 5 minutes on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 mcmcvae data fetch mnist
-out=runs/main
-rm -rf "$out"
-mcmcvae train --dataset mnist --method vae --epochs 10 --latent-dim 10 --out "$out/vae" --seed 0
-mcmcvae evaluate "$out/vae" --num-samples 1000 --num-images 2000
+rm -rf runs/main
+python scripts/main.py --out runs/main "$@"

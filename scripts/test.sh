@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite: set up, fetch the datasets the tests read, run pytest (arguments are passed on).
+# The test suite: set up, fetch the datasets the tests read, run pytest (arguments are passed on, e.g. -k kernels).
+# pytest runs tests/ and every >>> example in lib/mcmcvae's docstrings (--doctest-modules, see pyproject.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -39,6 +39,8 @@ def map_padded_batches(fn: Callable[[int, np.ndarray, PyTree], PyTree], inputs: 
 
     Examples
     --------
+    >>> import numpy as np
+    >>> from mcmcvae.batching import map_padded_batches
     >>> map_padded_batches(lambda b, idx, x: 2 * x, np.arange(5.0), batch_size=2)
     array([0., 2., 4., 6., 8.])
     """

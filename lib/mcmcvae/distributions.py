@@ -44,8 +44,13 @@ class DiscretizedLogistic(dist.Distribution):
 
     Examples
     --------
+    >>> import jax.numpy as jnp
+    >>> from mcmcvae.distributions import DiscretizedLogistic
     >>> d = DiscretizedLogistic(0.5, 0.1)
-    >>> d.log_prob(jnp.array(128 / 255))
+    >>> float(d.log_prob(jnp.array(128 / 255)))  # the bin at the mode holds about w / (4 s) = 0.0098
+    -4.625
+    >>> float(jnp.exp(d.log_prob(jnp.arange(256) / 255)).sum())  # the bins' probabilities sum to one
+    1.0
     """
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}

@@ -11,7 +11,15 @@ __all__ = ["image_grid", "save_image_grid", "plot_training_curves", "latent_trav
 
 
 def image_grid(images, num_columns: int = 10, padding: int = 1) -> np.ndarray:
-    """Tile ``(n, H, W, C)`` images in [0, 1] into one ``(rows*(H+p), cols*(W+p), C)`` array."""
+    """Tile ``(n, H, W, C)`` images in [0, 1] into one ``(rows*(H+p), cols*(W+p), C)`` array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mcmcvae.figures import image_grid
+    >>> image_grid(np.zeros((12, 28, 28, 1)), num_columns=10).shape  # 2 rows of 10, 1-pixel white borders
+    (59, 291, 1)
+    """
     images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
     n, h, w, c = images.shape
     rows = -(-n // num_columns)
@@ -115,8 +123,16 @@ def latent_traversal(model, params, z_center, *, num_steps: int = 9, radius: flo
 
     Examples
     --------
+    >>> import jax, numpy as np
+    >>> import mcmcvae as mv
+    >>> from mcmcvae.figures import latent_traversal, save_image_grid
+    >>> model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=2, hidden_sizes=(32,))
+    >>> params = model.init(jax.random.key(0))  # a trained model's parameters in practice
     >>> images = latent_traversal(model, params, np.zeros(model.latent_dim), num_steps=9, radius=3.0)
+    >>> images.shape  # 2 rows (one per latent unit) of 9 images
+    (18, 28, 28, 1)
     >>> save_image_grid(images, "traversal.png", num_columns=9, title="latent traversals")
+    PosixPath('traversal.png')
     """
     import jax
     import jax.numpy as jnp

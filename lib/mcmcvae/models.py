@@ -68,10 +68,15 @@ class VAE:
 
     Examples
     --------
-    >>> model = VAE(image_shape=(28, 28, 1), latent_dim=10)
-    >>> params = model.init(jax.random.key(0))
+    >>> import jax, jax.numpy as jnp
+    >>> import mcmcvae as mv
+    >>> model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=10)
+    >>> params = jax.jit(model.init)(jax.random.key(0))
+    >>> sorted(params)  # one parameter group per optimiser
+    ['decoder', 'encoder', 'likelihood', 'prior']
     >>> x = jnp.zeros((28, 28, 1)); z = jnp.zeros(10)
-    >>> model.log_joint(params, x, z)  # log p(x, z), a scalar
+    >>> jax.jit(model.log_joint)(params, x, z).shape  # log p(x, z), a scalar
+    ()
     """
 
     image_shape: tuple[int, int, int]

@@ -137,9 +137,13 @@ def make_encoder(architecture: str, latent_dim: int, **options) -> hk.Transforme
 
     Examples
     --------
+    >>> import jax, jax.numpy as jnp
+    >>> from mcmcvae.nets import make_encoder
     >>> enc = make_encoder("mlp", latent_dim=10)
-    >>> params = enc.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-    >>> loc, scale = enc.apply(params, None, jnp.zeros((5, 28, 28, 1)))
+    >>> params = jax.jit(enc.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    >>> loc, scale = jax.jit(enc.apply)(params, None, jnp.zeros((5, 28, 28, 1)))
+    >>> loc.shape, bool((scale > 0).all())
+    ((5, 10), True)
     """
     module = {"mlp": MLPEncoder, "conv": ConvEncoder}.get(architecture)
     if module is None:

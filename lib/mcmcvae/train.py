@@ -90,8 +90,19 @@ class Trainer:
 
     Examples
     --------
-    >>> trainer = Trainer(model, [Phase(mv.methods.build("vae"), 10)], batch_size=100, seed=0, out_dir="runs/a")
-    >>> params, state = trainer.run(train_images)
+    Two epochs of a plain VAE, then one of MALA-refined training from it, on 200 MNIST images (after
+    ``mcmcvae data fetch mnist``; a real run uses all 60,000 and more epochs):
+
+    >>> import mcmcvae as mv
+    >>> from mcmcvae.train import Phase, Trainer
+    >>> images = mv.data.load_images("mnist", "train", binarize="static", num_images=200)
+    >>> model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=2, hidden_sizes=(32,))
+    >>> phases = [Phase(mv.methods.build("vae"), 2), Phase(mv.methods.build("gradmala", num_mcmc_steps=2), 1)]
+    >>> trainer = Trainer(model, phases, batch_size=100, seed=0, out_dir="runs/demo", progress=False,
+    ...                   extra_config={"dataset": "mnist"})
+    >>> params, state = trainer.run(images)
+    >>> [(row["method"], row["epoch"]) for row in mv.train.read_metrics("runs/demo")]
+    [('vae', 1), ('vae', 2), ('gradmala', 1)]
     """
 
     def __init__(self, model: VAE, phases: Sequence[Phase], *, batch_size: int = 100, seed: int = 0,

@@ -33,6 +33,7 @@ def binarize_static(images: ArrayLike, threshold: float = 0.5) -> Array | np.nda
     Examples
     --------
     >>> import numpy as np
+    >>> from mcmcvae.data import binarize_static
     >>> binarize_static(np.array([0.2, 0.5, 0.9]))
     array([0., 0., 1.], dtype=float32)
     """
@@ -59,6 +60,7 @@ def binarize_dynamic(rng_key: PRNGKey, images: ArrayLike) -> Array:
     Examples
     --------
     >>> import jax, jax.numpy as jnp
+    >>> from mcmcvae.data import binarize_dynamic
     >>> binarize_dynamic(jax.random.key(0), jnp.array([0.0, 1.0]))
     Array([0., 1.], dtype=float32)
     """

@@ -124,8 +124,11 @@ def data_dir() -> pathlib.Path:
     --------
     With ``MCMCVAE_DATA=/srv/datasets`` in the environment:
 
-    >>> data_dir()  # doctest: +SKIP
-    PosixPath('/srv/datasets')
+    >>> from unittest import mock
+    >>> import mcmcvae as mv
+    >>> with mock.patch.dict("os.environ", {"MCMCVAE_DATA": "/srv/datasets"}):
+    ...     print(mv.data.data_dir())
+    /srv/datasets
     """
     explicit = os.environ.get("MCMCVAE_DATA")
     if explicit:
@@ -150,6 +153,7 @@ def image_shape(name: str) -> tuple[int, int, int]:
 
     Examples
     --------
+    >>> from mcmcvae.data import image_shape
     >>> image_shape("mnist"), image_shape("cifar10")
     ((28, 28, 1), (32, 32, 3))
     """
@@ -208,10 +212,14 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
 
     Examples
     --------
+    After ``mcmcvae data fetch mnist``:
+
     >>> import mcmcvae as mv
-    >>> train = mv.data.load("mnist")  # doctest: +SKIP
-    >>> train.images.shape, train.labels.shape  # doctest: +SKIP
-    ((60000, 28, 28, 1), (60000,))
+    >>> test = mv.data.load("mnist", "test")
+    >>> test.images.shape, test.labels.shape
+    ((10000, 28, 28, 1), (10000,))
+    >>> float(test.images.min()), float(test.images.max())
+    (0.0, 1.0)
     """
     check_name(name)
     if split not in SPLITS:

@@ -110,10 +110,14 @@ def fetch(names: str | Iterable[str] | None = None, *, data_dir: str | os.PathLi
 
     Examples
     --------
-    >>> for report in fetch(["mnist", "omniglot"]):  # doctest: +SKIP
-    ...     print(report.name, report.status)
-    mnist ok
-    omniglot unavailable
+    The first call downloads MNIST (``"ok"``); later calls only check the files. Omniglot must be put there by hand:
+
+    >>> import mcmcvae as mv
+    >>> [(report.name, report.status) for report in mv.data.fetch(["mnist"])]
+    [('mnist', 'already present')]
+    >>> report, = mv.data.fetch("omniglot", data_dir="an-empty-folder")
+    >>> report.status, report.message
+    ('unavailable', 'omniglot cannot be downloaded automatically: ...')
     """
     if names is None:
         names = DATASETS

@@ -110,8 +110,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
     Examples
     --------
-    >>> images = read_idx("mnist/t10k-images-idx3-ubyte.gz")  # doctest: +SKIP
-    >>> images.shape, images.dtype  # doctest: +SKIP
-    ((10000, 28, 28), dtype('uint8'))
+    A file of two blank 28 x 28 images: the magic number (``0x08``: uint8, 3 dimensions), the sizes, the values:
+
+    >>> from mcmcvae.data import read_idx
+    >>> header = bytes([0, 0, 0x08, 3]) + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    >>> with open("images-idx3-ubyte", "wb") as f:
+    ...     _ = f.write(header + bytes(2 * 28 * 28))
+    >>> images = read_idx("images-idx3-ubyte")
+    >>> images.shape, images.dtype
+    ((2, 28, 28), dtype('uint8'))
     """
     return parse_idx(read_bytes(path), os.fspath(path))

@@ -182,8 +182,13 @@ def load(path: str | os.PathLike) -> ScriptObject:
 
     Examples
     --------
-    >>> tree = load("model.pt")  # doctest: +SKIP
-    >>> weights = named_tensors(tree)  # doctest: +SKIP
+    The FID Inception-V3 file that KID uses:
+
+    >>> from mcmcvae.evaluate._torchscript import load, named_tensors
+    >>> from mcmcvae.evaluate.inception import weights_path
+    >>> weights = named_tensors(load(weights_path()))
+    >>> weights["net.layers.conv.weight"].shape  # torch's (out, in, height, width) layout
+    (32, 3, 3, 3)
     """
     try:
         archive = zipfile.ZipFile(path)

@@ -50,7 +50,13 @@ def generate_images(rng_key: PRNGKey, model, params: Params, num_images: int, *,
 
     Examples
     --------
-    >>> images = generate_images(jax.random.key(0), model, params, 1000)
+    >>> import jax
+    >>> import mcmcvae as mv
+    >>> model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=2, hidden_sizes=(32,))
+    >>> params = model.init(jax.random.key(0))  # a trained model's parameters in practice
+    >>> images = mv.evaluate.generate_images(jax.random.key(1), model, params, 10)
+    >>> images.shape, bool((0 <= images).all() and (images <= 1).all())
+    ((10, 28, 28, 1), True)
     """
     if isinstance(num_images, bool) or int(num_images) != num_images or num_images < 1:
         raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
@@ -107,8 +113,19 @@ def model_kid(rng_key: PRNGKey, model, params: Params, reference_images=None, *,
 
     Examples
     --------
-    >>> result = model_kid(jax.random.key(0), model, params, test_images[:1000])
-    >>> 1000 * result["kid"]  # KID x 1000, as papers print it
+    A small, untrained model against random binary images, at the smallest Inception input (in practice: a
+    trained model, 1000 or more test images and the default ``resize_to``):
+
+    >>> import jax, numpy as np
+    >>> import mcmcvae as mv
+    >>> model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=2, hidden_sizes=(32,))
+    >>> params = model.init(jax.random.key(0))
+    >>> reference = (np.random.default_rng(0).uniform(size=(8, 28, 28, 1)) < 0.2).astype(np.float32)
+    >>> result = mv.evaluate.model_kid(jax.random.key(1), model, params, reference, resize_to=75, num_subsets=10)
+    >>> result["num_generated"], result["subset_size"]
+    (8, 8)
+    >>> result["kid"] > 3 * result["kid_std"]  # grey blurs are far from binary noise (papers print 1000 x KID)
+    True
     """
     from mcmcvae.evaluate.inception import inception_features
     from mcmcvae.evaluate.mmd import kid

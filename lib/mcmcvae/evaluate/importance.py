@@ -211,8 +211,11 @@ def importance_log_likelihood(
     >>> import jax, jax.numpy as jnp
     >>> from jax.scipy.stats import norm
     >>> log_joint = lambda z: jnp.sum(norm.logpdf(z)) + jnp.sum(norm.logpdf(1.0, z, 1.0))
-    >>> estimate = importance_log_likelihood(jax.random.key(0), log_joint, jnp.full(2, 0.5), jnp.full(2, 0.8), 10_000)
-    >>> # near the exact 2 log N(1; 0, 2) = -3.03
+    >>> import mcmcvae as mv
+    >>> estimate = mv.evaluate.importance_log_likelihood(jax.random.key(0), log_joint, jnp.full(2, 0.5),
+    ...                                                  jnp.full(2, 0.8), 10_000)
+    >>> float(estimate)  # the exact value is 2 log N(1; 0, 2) = -3.031
+    -3.03
     """
     sums = _gaussian_proposal_sums(rng_key, log_joint_fn, proposal_loc, proposal_scale, num_samples, chunk_size)
     return sums.log_sum_weights - math.log(num_samples)
@@ -245,8 +248,18 @@ def importance_estimate(
 
     Examples
     --------
-    >>> estimate = importance_estimate(jax.random.key(0), log_joint, loc, scale, 10_000)
-    >>> float(estimate.effective_sample_size) / 10_000  # near 1 for a proposal close to the posterior
+    With the exact posterior as proposal every weight is ``p(x)``: the estimate is exact and ``ESS = S``.
+    (``z ~ N(0, 1)`` and ``x | z ~ N(z, 1)`` in each of two dimensions, ``x = (1, 1)``; the posterior is
+    ``N(1/2, 1/2)``.)
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jax.scipy.stats import norm
+    >>> import mcmcvae as mv
+    >>> log_joint = lambda z: jnp.sum(norm.logpdf(z)) + jnp.sum(norm.logpdf(1.0, z, 1.0))
+    >>> loc, scale = jnp.full(2, 0.5), jnp.full(2, jnp.sqrt(0.5))
+    >>> estimate = mv.evaluate.importance_estimate(jax.random.key(0), log_joint, loc, scale, 1000)
+    >>> float(estimate.log_likelihood), float(estimate.effective_sample_size) / 1000
+    (-3.031, 1.000)
     """
     sums = _gaussian_proposal_sums(rng_key, log_joint_fn, proposal_loc, proposal_scale, num_samples, chunk_size)
     return ImportanceEstimate(sums.log_sum_weights - math.log(num_samples), _effective_sample_size(sums))
@@ -310,9 +323,18 @@ def dataset_log_likelihood(
 
     Examples
     --------
-    >>> lls = dataset_log_likelihood(jax.random.key(0), model.log_joint, encoder, test_images,
-    ...                              num_samples=5000, variance_factor=1.5)
-    >>> float(lls.mean())  # test log-likelihood in nats
+    A small, untrained model on random binary images (use a trained model and the test set in practice):
+
+    >>> import jax, numpy as np
+    >>> import mcmcvae as mv
+    >>> model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=2, hidden_sizes=(32,))
+    >>> params = model.init(jax.random.key(0))
+    >>> images = (np.random.default_rng(0).uniform(size=(4, 28, 28, 1)) < 0.2).astype(np.float32)
+    >>> encoder = lambda x: jax.tree.map(lambda a: a[0], model.encode(params, x[None]))  # (loc, scale)
+    >>> lls = mv.evaluate.dataset_log_likelihood(jax.random.key(0), lambda x, z: model.log_joint(params, x, z),
+    ...                                          encoder, images, num_samples=100, variance_factor=1.5)
+    >>> lls.shape  # log p(x_i) in nats; lls.mean() is the test log-likelihood
+    (4,)
     """
     return dataset_importance_estimate(
         rng_key, log_joint_fn, proposal_fn, images, num_samples=num_samples, chunk_size=chunk_size,
@@ -346,9 +368,20 @@ def dataset_importance_estimate(
 
     Examples
     --------
-    >>> estimate = dataset_importance_estimate(jax.random.key(0), model.log_joint, encoder, test_images,
-    ...                                        num_samples=5000, variance_factor=1.5)
-    >>> float(estimate.effective_sample_size.mean()) / 5000  # mean ESS as a fraction of the samples
+    A small, untrained model on random binary images (use a trained model and the test set in practice):
+
+    >>> import jax, numpy as np
+    >>> import mcmcvae as mv
+    >>> model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=2, hidden_sizes=(32,))
+    >>> params = model.init(jax.random.key(0))
+    >>> images = (np.random.default_rng(0).uniform(size=(4, 28, 28, 1)) < 0.2).astype(np.float32)
+    >>> encoder = lambda x: jax.tree.map(lambda a: a[0], model.encode(params, x[None]))  # (loc, scale)
+    >>> estimate = mv.evaluate.dataset_importance_estimate(
+    ...     jax.random.key(0), lambda x, z: model.log_joint(params, x, z), encoder, images, num_samples=100,
+    ...     variance_factor=1.5)
+    >>> estimate.log_likelihood.shape, bool(((1 <= estimate.effective_sample_size)
+    ...                                      & (estimate.effective_sample_size <= 100)).all())
+    ((4,), True)
     """
     num_samples = _check_positive_int(num_samples, "num_samples")
     batch_size = _check_positive_int(batch_size, "batch_size")
@@ -405,7 +438,9 @@ def bits_per_dim(log_likelihood_nats: ArrayLike, num_dims: int) -> Array:
 
     Examples
     --------
-    >>> bits_per_dim(-3000.0, 3072)  # about 1.41
+    >>> import mcmcvae as mv
+    >>> float(mv.evaluate.bits_per_dim(-3000.0, 32 * 32 * 3))  # a CIFAR-10 image of log p(x) = -3000 nats
+    1.409
     """
     num_dims = _check_positive_int(num_dims, "num_dims")
     return -jnp.asarray(log_likelihood_nats) / (num_dims * math.log(2.0))

@@ -197,8 +197,12 @@ class FIDInceptionV3(hk.Module):
 
     Examples
     --------
+    >>> import haiku as hk, jax, jax.numpy as jnp
+    >>> from mcmcvae.evaluate.inception import FIDInceptionV3, load_params
     >>> network = hk.without_apply_rng(hk.transform(lambda x: FIDInceptionV3()(x)))
-    >>> features = network.apply(load_params(), x)  # doctest: +SKIP
+    >>> x = jnp.zeros((2, 75, 75, 3))  # already in the input range; 75 x 75 is the smallest input
+    >>> jax.jit(network.apply)(load_params(), x).shape
+    (2, 2048)
     """
 
     def __init__(self, name: str = _MODULE_NAME):
@@ -441,9 +445,9 @@ def inception_features(
     --------
     >>> import numpy as np
     >>> import mcmcvae as mv
-    >>> images = np.random.default_rng(0).uniform(size=(8, 28, 28, 1)).astype(np.float32)
-    >>> mv.evaluate.inception_features(images, resize_to=150).shape  # doctest: +SKIP
-    (8, 2048)
+    >>> images = np.random.default_rng(0).uniform(size=(2, 28, 28, 1)).astype(np.float32)
+    >>> mv.evaluate.inception_features(images, resize_to=75).shape
+    (2, 2048)
     """
     if resize_method not in _RESIZE_METHODS:
         raise ValueError(f"resize_method must be one of {_RESIZE_METHODS}, got {resize_method!r}")

@@ -111,6 +111,8 @@ def residual_normal_kl(delta_loc: Array, delta_scale: Array, prior_scale: Array)
 
     Examples
     --------
+    >>> import jax.numpy as jnp
+    >>> from mcmcvae.hierarchical import residual_normal_kl
     >>> residual_normal_kl(jnp.zeros(3), jnp.ones(3), jnp.ones(3))  # q = p
     Array(0., dtype=float32)
     """

@@ -173,9 +173,11 @@ class LinearHVAE(TopDownModel):
 
     Examples
     --------
+    >>> import jax
+    >>> from mcmcvae.hierarchical import LinearHVAE
     >>> model = LinearHVAE(image_shape=(40, 1, 1), latent_sizes=(10, 20))
-    >>> params = model.init(jax.random.key(0))
-    >>> exact = model.linear_gaussian(params)
+    >>> params = jax.jit(model.init)(jax.random.key(0))
+    >>> exact = jax.jit(model.linear_gaussian)(params)
     >>> exact.posterior_covariance().shape
     (30, 30)
     """
@@ -373,6 +375,7 @@ def make_dataset(latent_sizes=(10, 20), *, data_dim: int | None = None, num_samp
 
     Examples
     --------
+    >>> from mcmcvae.hierarchical import make_dataset
     >>> data = make_dataset((10, 20))
     >>> data.images.shape
     (1000, 40, 1, 1)

@@ -14,10 +14,13 @@ standard normal prior.
 
 Examples
 --------
+>>> import jax, jax.numpy as jnp
+>>> from mcmcvae.hierarchical import TopDownHVAE
 >>> model = TopDownHVAE(image_shape=(28, 28, 1), latent_sizes=(5, 10))
->>> params = model.init(jax.random.key(0))
->>> z, log_q = model.sample_q0(jax.random.key(1), params, jnp.zeros((3, 28, 28, 1)))
->>> z.shape, model.log_joint_batch(params, jnp.zeros((3, 28, 28, 1)), z).shape
+>>> params = jax.jit(model.init)(jax.random.key(0))
+>>> images = jnp.zeros((3, 28, 28, 1))
+>>> z, log_q = jax.jit(model.sample_q0)(jax.random.key(1), params, images)  # z ~ q(z | x), all layers
+>>> z.shape, jax.jit(model.log_joint_batch)(params, images, z).shape
 ((3, 15), (3,))
 """
 
