@@ -187,6 +187,14 @@ def _train(args) -> int:
     if args.dataset == LINEAR_HVAE:
         if args.likelihood not in (None, "gaussian") or args.binarize not in (None, "none"):
             raise ValueError("linear_hvae is real-valued with a Gaussian likelihood: drop --likelihood/--binarize")
+        unused = [option for option, value, default in (
+            ("--architecture", args.architecture, "mlp"), ("--hidden-sizes", args.hidden_sizes, "200,200"),
+            ("--latent-dim", args.latent_dim, 10), ("--prior", args.prior, "standard"),
+            ("--likelihood-scale", args.likelihood_scale, 0.1),
+            ("--learn-likelihood-scale", args.learn_likelihood_scale, False)) if value != default]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} shape image models; linear_hvae's model is set by --latent-sizes: "
+                             "drop them")
         binarize = "none"
         images = load_training_images(args.dataset, split="train", binarize=binarize, train_size=args.train_size,
                                       latent_sizes=latent_sizes)

@@ -438,11 +438,19 @@ class _Checkpoints:
         """``(meta, params, state)`` of the newest checkpoint that reads back and matches its checksum, or
         ``None``. ``templates(phase) -> (params, state)`` gives the structures to restore into. Each newer checkpoint
         that fails is reported by a one-line :class:`CheckpointWarning` and, with ``set_aside``, moved into
-        ``run_dir/corrupt-checkpoints/`` (kept for inspection, out of the run's way)."""
+        ``run_dir/corrupt-checkpoints/`` (kept for inspection, out of the run's way). A run without any checksum
+        file (one written before checkpoints carried checksums) is read unverified, with a warning saying so."""
         checksums = self._checksums()
+        legacy = not self.checksums_path.exists() and bool(self.steps())
+        if legacy:  # a run written before checkpoints carried checksums: readable, but not verifiable
+            warnings.warn(f"{self.run_dir} has no {CHECKSUMS} (a run written before checkpoints were verified, or "
+                          "the file was deleted): its checkpoints are read unverified", CheckpointWarning,
+                          stacklevel=3)
         for step in reversed(self.steps()):
             expected = checksums.get(str(step))
-            if expected is None:
+            if legacy:
+                problem = None
+            elif expected is None:
                 problem = "has no checksum (its save did not complete)"
             elif expected != _digest(self.directory / str(step)):
                 problem = "does not match its checksum (corrupt or truncated files)"
