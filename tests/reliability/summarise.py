@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import pathlib
+import os
 import platform
 import subprocess
 import sys
@@ -56,7 +57,7 @@ def main() -> int:
     lines.append(f"| **all** | **{sum(total.values())}** | **{total['passed']}** | **{total['failed']}** | "
                  f"**{total['skipped']}** |")
     lines += ["", f"Run: `python tests/reliability/summarise.py`, {seconds:.0f} s wall time on this machine "
-                  f"({platform.machine()}, Python {platform.python_version()}).", ""]
+                  f"({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}).", ""]
     for module, title in CLASSES.items():
         lines += [f"<details><summary>{title}: the {len(names[module])} probes</summary>", ""]
         lines += [f"- `{name}`" for name in names[module]] + ["", "</details>", ""]
