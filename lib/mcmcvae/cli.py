@@ -182,6 +182,8 @@ def _train(args) -> int:
 
     method_name = args.method
     mv.methods.build(method_name)  # an unknown name fails here, before any data is read
+    if args.epochs + (0 if method_name in AMORTISED else args.mcmc_epochs) < 1:
+        raise ValueError("the run has no epoch to train: set --epochs (or --mcmc-epochs) to at least 1")
     if args.step_size_adaptation != "speed_measure" and method_name not in ("gradmala", "gradhmc"):
         raise ValueError(f"--step-size-adaptation is an option of gradmala and gradhmc, not of {method_name}; drop it")
     latent_sizes = _int_list(args.latent_sizes, "--latent-sizes")

@@ -276,9 +276,6 @@ class Trainer:
         if images.shape[0] < self.batch_size:
             raise ValueError(f"{images.shape[0]} training images are fewer than one batch of {self.batch_size}; "
                              f"lower batch_size (--batch-size) to at most {images.shape[0]}")
-        if sum(p.num_epochs for p in self.phases) < 1:
-            raise ValueError("the run has no epoch to train: give at least one phase one epoch (--epochs / "
-                             "--mcmc-epochs at least 1)")
         for phase in self.phases:
             if _uses_data_indices(phase.method) and phase.method.num_data != images.shape[0]:
                 raise ValueError(f"method {phase.method.name!r} keeps per-image state for num_data="
