@@ -334,7 +334,7 @@ def load_run(run_dir):
         raise FileNotFoundError(f"{run_dir} is not a training run: no config.json (train one with 'mcmcvae train')")
     config = json.loads(config_path.read_text())
     model = models.from_config(config["model"])
-    phases = [Phase(_methods.build(**p["method"]), p["num_epochs"]) for p in config["phases"]]
+    phases = [Phase(_methods.from_config(p["method"]), p["num_epochs"]) for p in config["phases"]]
     trainer = Trainer(model, phases, batch_size=config["batch_size"], seed=config["seed"],
                       binarize=config["binarize"], progress=False)
     ckpt = _Checkpoints(run_dir / "checkpoints")

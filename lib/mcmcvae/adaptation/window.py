@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 
-from mcmcvae.adaptation import _common
+from mcmcvae.adaptation import base
 from mcmcvae.kernels import Preconditioner
 from mcmcvae.types import Array, PRNGKey
 
@@ -108,8 +108,10 @@ def window_adaptation(
     >>> results.inverse_mass_matrix.shape, int(results.num_gradient_evaluations)
     ((3, 3), 901)
     """
-    name, target, num_steps_l = _common.resolve(algorithm, target_acceptance_rate, num_integration_steps)
-    del name  # both kernels run as blackjax.hmc
+    # The module is asked for its options and target; the warm-up itself runs blackjax.hmc with L of the module's
+    # options, or L = 1 (MALA's proposal) for a module without num_integration_steps.
+    settings = base.kernel_settings(algorithm, target_acceptance_rate, num_integration_steps)
+    target, num_steps_l = settings.target_acceptance_rate, settings.options.get("num_integration_steps", 1)
     warmup = blackjax.window_adaptation(
         blackjax.hmc,
         logdensity_fn,

@@ -186,9 +186,9 @@ def run_dims(dims: str, *, budget: str = "paper") -> tuple[list[dict], dict]:
     # MCMC phase, every method from the same hVAE parameters
     for name in budget["methods"]:
         method_name, preconditioner = METHODS[name]
-        method = mv.methods.build(method_name, num_mcmc_steps=schedule["num_mcmc_steps"],
-                                  num_integration_steps=NUM_INTEGRATION_STEPS, preconditioner=preconditioner,
-                                  learning_rate=LEARNING_RATE)
+        method = mv.methods.build(method_name, **mv.methods.select_options(method_name, dict(
+            num_mcmc_steps=schedule["num_mcmc_steps"], num_integration_steps=NUM_INTEGRATION_STEPS,
+            preconditioner=preconditioner, learning_rate=LEARNING_RATE)))
         tic, cpu = time.perf_counter(), _cpu_seconds()
         trainer = Trainer(model, [Phase(method, schedule["mcmc_epochs"])], batch_size=BATCH_SIZE, seed=SEED,
                           progress=False)

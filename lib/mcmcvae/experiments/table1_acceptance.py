@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from mcmcvae.adaptation._common import DEFAULT_TARGET_ACCEPTANCE_RATE
+from mcmcvae.kernels.hmc import DEFAULT_TARGET_ACCEPTANCE_RATE
 from mcmcvae.experiments import common
 from mcmcvae.experiments import table1_lr
 from mcmcvae.experiments import table1_loglik as table1
@@ -48,7 +48,7 @@ BUDGETS = {
 for _budget in BUDGETS.values():
     for _key in ("methods", "learning_rates", "results_name"):
         _budget.pop(_key, None)
-DEFAULT_TARGET = DEFAULT_TARGET_ACCEPTANCE_RATE["hmc"]  # dshmc's own, and gradhmc's (unreached)
+DEFAULT_TARGET = DEFAULT_TARGET_ACCEPTANCE_RATE  # dshmc's own, and gradhmc's (unreached)
 
 
 def runs_of(budget: dict) -> list[tuple[str, str, dict, float | None]]:

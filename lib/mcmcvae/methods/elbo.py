@@ -78,4 +78,8 @@ class ELBO:
         return model.encode(params, images)
 
     def config(self):
-        return {"name": self.name, **dataclasses.asdict(self)}
+        """The name and the options :func:`mcmcvae.methods.build` takes (the name says whether it is importance
+        weighted)."""
+        options = dataclasses.asdict(self)
+        del options["importance_weighted"]
+        return {"name": self.name, **options}
