@@ -83,6 +83,7 @@ class MCMC:
 
     Examples
     --------
+    >>> import mcmcvae as mv
     >>> tuner = mv.adaptation.speed_measure(mv.kernels.mala, preconditioner="lower_triangular")
     >>> method = mv.methods.MCMC(tuner, num_mcmc_steps=5)
     >>> method.kernel is mv.kernels.mala
