@@ -119,3 +119,26 @@ def test_window_adaptation_learns_the_covariance(make_gaussian):
     assert mala.num_integration_steps == 1 and mala.target_acceptance_rate == 0.55
     with pytest.raises(ValueError, match="num_integration_steps"):
         mv.adaptation.window_adaptation(mv.kernels.hmc, target.logdensity_fn())
+
+
+def test_window_tuner_whitens_with_one_c_shared_by_many_chains(make_gaussian):
+    """The window schedule as a tuner of the protocol, run by ``run_chains``: 32 chains feed one Welford covariance
+    per slow window, so the last window's estimate rests on thousands of positions and ``C = chol(cov)`` whitens a
+    rotated Gaussian of condition number 100 to below 1.5; after ``num_adaptation_steps`` the kernel is frozen."""
+    target = make_gaussian(5, 100.0, rotate=True, seed=23)
+    tuner = mv.adaptation.window_adaptation(mv.kernels.hmc, target.logdensity_fn(), num_integration_steps=3,
+                                            num_adaptation_steps=600)
+    chains = tuner.init_chains(jnp.asarray(target.sample(24, 32), jnp.float32))
+
+    @jax.jit
+    def run(key, chains, state):
+        return mv.kernels.run_chains(key, chains, target.logdensity_fn(), 700, tuner=tuner, tuner_state=state)
+
+    result = run(jax.random.key(24), chains, tuner.init(5))
+    tuned = tuner.final(result.tuner_state)
+    assert target.transformed_condition_number(np.asarray(tuned.matrix())) < 1.5
+    is_adapting = np.asarray(result.info.is_adapting)
+    assert is_adapting[:600].all() and not is_adapting[600:].any()
+    np.testing.assert_allclose(np.asarray(result.info.step_size[600:]), float(tuned.step_size), rtol=1e-6)
+    with pytest.raises(ValueError, match="num_adaptation_steps"):
+        mv.adaptation.window_adaptation(mv.kernels.hmc, num_integration_steps=3).init(5)

@@ -10,8 +10,9 @@ method or a loop takes any of them:
 - :func:`fixed`: nothing adapts;
 - :func:`with_dual_averaged_step_size`: a wrapper around any tuner whose chains then move with a dual-averaged
   multiple of its step size (a variant for HMC; the wrapper keeps the inner tuner's state in its own);
-- :func:`window_adaptation`: BlackJAX's Stan-style window adaptation with a dense mass matrix, the tuned reference
-  for a fixed target (``run`` only);
+- :func:`window_adaptation`: Stan-style window adaptation with a dense mass matrix, the tuned reference for a fixed
+  target (``run``: BlackJAX's per-chain warm-up; ``init/update/final``: the same schedule as a tuner with one
+  ``(h, C)`` for many chains);
 - :mod:`logdet`: Russian-roulette ``log det(I - A)`` with Neumann-series gradients (the HMC entropy's last term).
 
 A tuner asks its kernel module for what it needs (``build_kernel``, ``DEFAULT_TARGET_ACCEPTANCE_RATE``,
@@ -55,7 +56,13 @@ from mcmcvae.adaptation.step_size_factor import (
     DualAveragedStepSizeState,
     with_dual_averaged_step_size,
 )
-from mcmcvae.adaptation.window import WindowAdaptation, WindowAdaptationResults, window_adaptation
+from mcmcvae.adaptation.window import (
+    WindowAdaptation,
+    WindowAdaptationResults,
+    WindowInfo,
+    WindowState,
+    window_adaptation,
+)
 
 __all__ = [
     "AdaptationResults",
@@ -74,6 +81,8 @@ __all__ = [
     "SpeedMeasureState",
     "WindowAdaptation",
     "WindowAdaptationResults",
+    "WindowInfo",
+    "WindowState",
     "base",
     "dual_averaging",
     "fixed",
