@@ -39,6 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from mcmcvae import methods as _methods
 from mcmcvae import models
 from mcmcvae.models import VAE, validate_images
+from mcmcvae.types import Batch
 
 __all__ = ["Phase", "Trainer", "train", "load_run", "read_metrics", "BINARIZATIONS", "LOOPS"]
 
@@ -52,12 +53,6 @@ class Phase:
 
     method: Any
     num_epochs: int
-
-
-def _uses_data_indices(method) -> bool:
-    """Whether ``method.step`` takes ``indices=``, the batch's positions in the training set (see
-    :attr:`mcmcvae.methods.vcd.VCD.uses_data_indices`)."""
-    return bool(getattr(method, "uses_data_indices", False))
 
 
 def _data_sharding():
@@ -137,7 +132,6 @@ class Trainer:
         model, method = self.model, self.phases[phase_index].method
         batch_size, binarize = self.batch_size, self.binarize
         num_batches = num_images // batch_size
-        uses_indices = _uses_data_indices(method)
         batch_sharding, _ = _data_sharding()
 
         def keys_and_order(images, rng_key):
@@ -151,9 +145,8 @@ class Trainer:
             if binarize == "dynamic":
                 batch = jax.random.bernoulli(jax.random.fold_in(k_bin, index), batch).astype(batch.dtype)
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-            # methods with per-image state (vcd's control variates) also get the images' training-set indices
-            extra = {"indices": batch_order} if uses_indices else {}
-            return method.step(jax.random.fold_in(k_step, index), model, params, state, batch, **extra)
+            # the images' training-set indices go with them (vcd's per-image control variates use them)
+            return method.step(jax.random.fold_in(k_step, index), model, params, state, Batch(batch, batch_order))
 
         def mean(metrics):
             return jax.tree_util.tree_map(lambda m: jnp.mean(m.astype(jnp.float32)), metrics)
@@ -213,7 +206,8 @@ class Trainer:
         if images.shape[0] < self.batch_size:
             raise ValueError(f"{images.shape[0]} training images are fewer than one batch of {self.batch_size}")
         for phase in self.phases:
-            if _uses_data_indices(phase.method) and phase.method.num_data != images.shape[0]:
+            num_data = getattr(phase.method, "num_data", None)  # the size of a method's per-image state
+            if num_data is not None and num_data != images.shape[0]:
                 raise ValueError(f"method {phase.method.name!r} keeps per-image state for num_data="
                                  f"{phase.method.num_data} training images but is given {images.shape[0]}; build it "
                                  f"with num_data={images.shape[0]}")

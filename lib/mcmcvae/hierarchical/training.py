@@ -62,15 +62,11 @@ class FreezeParams:
         return self.method.init(rng_key, model, params)
 
     @property
-    def uses_data_indices(self) -> bool:
-        return bool(getattr(self.method, "uses_data_indices", False))
-
-    @property
     def num_data(self):
         return getattr(self.method, "num_data", None)
 
-    def step(self, rng_key: PRNGKey, model, params: Params, state, images: Array, **kwargs):
-        new_params, state, metrics = self.method.step(rng_key, model, params, state, images, **kwargs)
+    def step(self, rng_key: PRNGKey, model, params: Params, state, batch):
+        new_params, state, metrics = self.method.step(rng_key, model, params, state, batch)
         return {**new_params, **{group: params[group] for group in self.groups}}, state, metrics
 
     def proposal(self, rng_key: PRNGKey, model, params: Params, state, images: Array):

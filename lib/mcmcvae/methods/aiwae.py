@@ -40,7 +40,7 @@ import numpy as np
 from mcmcvae.kernels.annealing import anneal
 from mcmcvae.methods.base import apply_gradients, make_optimizer, nonfinite_count
 from mcmcvae.methods.vcd import adapt_log_step_size
-from mcmcvae.types import Array, PRNGKey
+from mcmcvae.types import Array, PRNGKey, as_batch
 
 __all__ = ["AIWAE", "inverse_temperatures", "annealed_log_weights"]
 
@@ -136,7 +136,8 @@ class AIWAE:
                 "theta_opt": theta_opt.init({k: params[k] for k in _THETA}),
                 "log_step_size": jnp.full((self.num_temperatures - 1,), math.log(step_size), jnp.float32)}
 
-    def step(self, rng_key, model, params, state, images):
+    def step(self, rng_key, model, params, state, batch):
+        images = as_batch(batch).images
         k_q, k_chain = jax.random.split(rng_key)
         num_samples, n = self.num_samples, images.shape[0]
 

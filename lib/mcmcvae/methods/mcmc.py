@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from mcmcvae import kernels
 from mcmcvae.methods.base import apply_gradients, make_optimizer, nonfinite_count
+from mcmcvae.types import as_batch
 
 __all__ = ["MCMC"]
 
@@ -150,7 +151,8 @@ class MCMC:
             "theta_opt": theta_opt.init({k: params[k] for k in _THETA}),
             "kernel": self.tuner.init(model.latent_dim),
         }
-    def step(self, rng_key, model, params, state, images):
+    def step(self, rng_key, model, params, state, batch):
+        images = as_batch(batch).images
         k_eps, k_chain = jax.random.split(rng_key)
 
         # (1) encoder on the ELBO, with z0 = mu + sigma * eps reparameterised.

@@ -25,9 +25,9 @@ each, identity mass matrix, one step size ``h`` shared by all chains) targeting 
   the first term reparameterised with the entropy of q0 in closed form, the second a score-function term with a
   control variate ``b``, the third at fixed ``z_t``. The control variate is an exponential moving average of
   ``f(z_t)`` (decay 0.9): one global value for the first ``control_variate_wait`` = 3000 iterations, then one per
-  data point. The per-point stage needs each image's index in the training set: :meth:`VCD.step` takes it as
-  ``indices``, which the shared trainer passes to every method whose ``uses_data_indices`` is true (``vcd``
-  built with ``num_data``, the training-set size; ``mcmcvae train`` sets it).
+  data point. The per-point stage needs each image's index in the training set: the shared trainer gives every
+  method's :meth:`step` a :class:`mcmcvae.types.Batch` of images and their indices, and ``vcd`` built with
+  ``num_data`` (the training-set size; ``mcmcvae train`` sets it) keeps one control variate per point.
 
 HMC: ``t = 8`` transitions of ``L = 5`` leapfrog steps (:mod:`mcmcvae.kernels.hmc`, ``C = I``) from
 ``stop_gradient(z_0)``; the step size starts at ``0.5 / d`` and, after each of the first ``num_burn_in_steps``
@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from mcmcvae import kernels
 from mcmcvae.kernels.annealing import diagonal_normal_logpdf
 from mcmcvae.methods.base import apply_gradients, make_optimizer, nonfinite_count
-from mcmcvae.types import Array, PRNGKey
+from mcmcvae.types import Array, PRNGKey, as_batch
 
 __all__ = ["VCD", "Hoffman", "run_hmc", "adapt_log_step_size", "vcd_encoder_loss", "diagonal_normal_logpdf"]
 
@@ -262,7 +262,8 @@ class Hoffman(_HMCRefinement):
         del rng_key
         return self._init_common(model, params)
 
-    def step(self, rng_key, model, params, state, images):
+    def step(self, rng_key, model, params, state, batch):
+        images = as_batch(batch).images
         def negative_elbo(encoder_params, noise, z_t):
             del z_t
             p = {**params, "encoder": encoder_params}
@@ -288,8 +289,8 @@ class VCD(_HMCRefinement):
     control_variate_wait
         Iterations with one global ``b`` before switching to one per data point (3000).
     num_data
-        Training-set size; with it, and ``indices`` passed to :meth:`step`, the per-point stage is used.
-        Without either, ``b`` stays global.
+        Training-set size; with it, and a :class:`mcmcvae.types.Batch` with indices given to :meth:`step` (as the
+        trainer does), the per-point stage is used. Without either, ``b`` stays global.
     (others)
         As :class:`Hoffman`.
     """
@@ -302,11 +303,6 @@ class VCD(_HMCRefinement):
     @property
     def name(self) -> str:
         return "vcd"
-
-    @property
-    def uses_data_indices(self) -> bool:
-        """Whether :meth:`step` can use the images' indices in the training set (per-point control variates)."""
-        return self.control_variate and self.num_data is not None
 
     def init(self, rng_key, model, params):
         del rng_key
@@ -337,8 +333,10 @@ class VCD(_HMCRefinement):
                                            jnp.full_like(local, new_global))
         return new_state
 
-    def step(self, rng_key, model, params, state, images, indices=None):
-        """One VCD update; ``indices`` (``(n,)`` int) are the images' positions in the training set, if known."""
+    def step(self, rng_key, model, params, state, batch):
+        """One VCD update on a :class:`mcmcvae.types.Batch`; its ``indices`` (the images' positions in the training
+        set, as the trainer passes them) select the per-point control variates. Images alone keep ``b`` global."""
+        images, indices = as_batch(batch)
         cv_state = state["control_variate"]
         baseline = self._baseline(cv_state, images.shape[0], indices)
 
