@@ -31,8 +31,8 @@ class FreezeParams:
     The wrapped method computes its update as usual; the frozen groups are then put back, so neither they nor
     anything derived from them changes (the frozen groups' optimiser moments are kept but never applied).
     ``name``, ``init``, ``proposal`` and ``kernel_parameters`` are the wrapped method's; ``config`` is the wrapped
-    method's plus ``"frozen_groups"``, which :func:`mcmcvae.methods.build` ignores, so
-    :func:`mcmcvae.train.load_run` rebuilds the wrapped method (the same for evaluation).
+    method's plus ``"frozen_groups"``, from which :func:`mcmcvae.methods.from_config` (and so
+    :func:`mcmcvae.train.load_run`) rebuilds this wrapper around the same method.
 
     Parameters
     ----------
