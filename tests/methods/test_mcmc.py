@@ -155,7 +155,7 @@ def test_config_rebuilds_the_same_method(name):
     config = method.config()
     assert config["name"] == name and config["learning_rate"] == 3e-3
     rebuilt = mv.methods.from_config(config)
-    assert rebuilt.config() == config and type(rebuilt) is type(method)
+    assert rebuilt.config() == config and type(rebuilt) is type(method) and rebuilt == method
     if isinstance(method, mv.methods.MCMC):
         assert type(rebuilt.tuner) is type(method.tuner) and rebuilt.kernel is method.kernel
 

@@ -54,7 +54,7 @@ def _log_joint(z, context, model):
     return model.log_joint(params, x, z)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class MCMC:
     """Algorithm 1 with any tuner: the ``mala``, ``hmc``, ``dsmala``, ``dshmc``, ``gradmala`` and ``gradhmc``
     methods, and any other kernel or tuner.
@@ -114,6 +114,19 @@ class MCMC:
     def kernel(self):
         """The kernel module the tuner runs."""
         return self.tuner.algorithm
+
+    def _identity(self):
+        # A registry-built method is what its name and options say (its tuner's functions are rebuilt afresh);
+        # a hand-built one is its tuner object.
+        tuner = self.options if self.options else id(self.tuner)
+        return (self.name, tuner, self.num_mcmc_steps, self.learning_rate, self.encoder_learning_rate,
+                self.restart_tuner, self.num_proposal_chains)
+
+    def __eq__(self, other):
+        return isinstance(other, MCMC) and self._identity() == other._identity()
+
+    def __hash__(self):
+        return hash(self._identity())
 
     # ------------------------------------------------------------------------------------- kernel plumbing
     def _sample(self, rng_key, model, params, images, z0, preconditioner):
