@@ -83,7 +83,8 @@ def test_python_loop_matches_scan(method):
     """``loop="python"`` (one jitted step per batch) trains on the same batches, binarisations and keys as the
     scanned epoch: the same parameters, method state and epoch metrics, up to float reassociation."""
     grey = np.random.default_rng(1).random((100, 8, 8, 1)).astype(np.float32)
-    phases = [Phase(mv.methods.build("vae"), 1), Phase(mv.methods.build(method, num_mcmc_steps=2), 2)]
+    options = mv.methods.select_options(method, {"num_mcmc_steps": 2})
+    phases = [Phase(mv.methods.build("vae"), 1), Phase(mv.methods.build(method, **options), 2)]
     results = {}
     for loop in ("scan", "python"):
         trainer = Trainer(_model(), phases, batch_size=20, seed=4, binarize="dynamic", progress=False, loop=loop)
@@ -140,7 +141,6 @@ class _RecordIndices:
     value it saw there: the trainer must hand it each batch's own training-set indices."""
 
     name = "record"
-    uses_data_indices = True
 
     def __init__(self, num_data):
         self.num_data = num_data
@@ -148,7 +148,8 @@ class _RecordIndices:
     def init(self, rng_key, model, params):
         return {"visits": jax.numpy.zeros(self.num_data), "seen": jax.numpy.zeros(self.num_data)}
 
-    def step(self, rng_key, model, params, state, images, indices):
+    def step(self, rng_key, model, params, state, batch):
+        images, indices = batch
         return params, {"visits": state["visits"].at[indices].add(1.0),
                         "seen": state["seen"].at[indices].add(images[:, 0, 0, 0])}, {"loss": jax.numpy.zeros(())}
 
@@ -280,17 +281,15 @@ def test_resume_refuses_to_change_a_finished_phase_s_epochs(tmp_path):
 class _Poisoned:
     """vae whose update turns NaN on the batches holding training image 0 (or on every batch)."""
 
-    uses_data_indices = True
-
     def __init__(self, num_data, always=False):
         self.inner, self.num_data, self.always, self.name = mv.methods.build("vae"), num_data, always, "poisoned"
 
     def init(self, rng_key, model, params):
         return self.inner.init(rng_key, model, params)
 
-    def step(self, rng_key, model, params, state, images, indices):
-        params, state, metrics = self.inner.step(rng_key, model, params, state, images)
-        bad = jnp.bool_(True) if self.always else jnp.any(indices == 0)
+    def step(self, rng_key, model, params, state, batch):
+        params, state, metrics = self.inner.step(rng_key, model, params, state, batch)
+        bad = jnp.bool_(True) if self.always else jnp.any(batch.indices == 0)
         params = jax.tree_util.tree_map(lambda p: jnp.where(bad, jnp.nan, p), params)
         return params, state, metrics
 

@@ -86,9 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-leapfrog-steps", type=_positive_int, default=None,
                        help="L, leapfrog steps per HMC step (default: the method's, 2 for Algorithm 1, 5 for vcd)")
     train.add_argument("--preconditioner", default="diagonal", choices=("diagonal", "lower_triangular"))
-    train.add_argument("--step-size-adaptation", default="speed_measure", choices=("speed_measure", "dual_averaging"),
-                       help="gradmala/gradhmc: the paper's (speed_measure), or chains moved with a dual-averaged "
-                            "multiple of the learnt h (dual_averaging; a variant that reaches the target acceptance)")
     train.add_argument("--num-samples", type=_positive_int, default=None, help="k importance samples (iwae)")
     train.add_argument("--learning-rate", type=_positive_float, default=1e-3)
     train.add_argument("--batch-size", type=_positive_int, default=100)
@@ -184,8 +181,6 @@ def _train(args) -> int:
     mv.methods.build(method_name)  # an unknown name fails here, before any data is read
     if args.epochs + (0 if method_name in AMORTISED else args.mcmc_epochs) < 1:
         raise ValueError("the run has no epoch to train: set --epochs (or --mcmc-epochs) to at least 1")
-    if args.step_size_adaptation != "speed_measure" and method_name not in ("gradmala", "gradhmc"):
-        raise ValueError(f"--step-size-adaptation is an option of gradmala and gradhmc, not of {method_name}; drop it")
     latent_sizes = _int_list(args.latent_sizes, "--latent-sizes")
     if args.dataset == LINEAR_HVAE:
         if args.likelihood not in (None, "gaussian") or args.binarize not in (None, "none"):
@@ -214,11 +209,11 @@ def _train(args) -> int:
         )
     options = {"learning_rate": args.learning_rate, "num_mcmc_steps": args.num_mcmc_steps,
                "num_integration_steps": args.num_leapfrog_steps, "preconditioner": args.preconditioner}
-    if args.step_size_adaptation != "speed_measure":
-        options["step_size_adaptation"] = args.step_size_adaptation
     if args.num_samples is not None:
         options["num_samples"] = args.num_samples
-    options["num_data"] = images.shape[0]  # vcd's per-image control variates (other methods ignore it)
+    options["num_data"] = images.shape[0]  # vcd's per-image control variates
+    # each method gets only the options it takes (mv.methods.build is strict); unset ones keep its defaults
+    options = mv.methods.select_options(method_name, {k: v for k, v in options.items() if v is not None})
     if method_name in AMORTISED:
         phases = [Phase(mv.methods.build(method_name, **options), args.epochs)]
     else:

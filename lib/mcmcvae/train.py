@@ -58,6 +58,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from mcmcvae import methods as _methods
 from mcmcvae import models
 from mcmcvae.models import VAE, validate_images
+from mcmcvae.types import Batch
 
 __all__ = ["Phase", "Trainer", "train", "fit", "FitResult", "load_run", "read_metrics", "read_config",
            "BINARIZATIONS", "LOOPS", "RunInUseError", "CheckpointWarning"]
@@ -80,12 +81,6 @@ class Phase:
 
     method: Any
     num_epochs: int
-
-
-def _uses_data_indices(method) -> bool:
-    """Whether ``method.step`` takes ``indices=``, the batch's positions in the training set (see
-    :attr:`mcmcvae.methods.vcd.VCD.uses_data_indices`)."""
-    return bool(getattr(method, "uses_data_indices", False))
 
 
 def _data_sharding():
@@ -185,7 +180,6 @@ class Trainer:
         model, method = self.model, self.phases[phase_index].method
         batch_size, binarize = self.batch_size, self.binarize
         num_batches = num_images // batch_size
-        uses_indices = _uses_data_indices(method)
         batch_sharding, _ = _data_sharding()
 
         def keys_and_order(images, rng_key):
@@ -199,10 +193,10 @@ class Trainer:
             if binarize == "dynamic":
                 batch = jax.random.bernoulli(jax.random.fold_in(k_bin, index), batch).astype(batch.dtype)
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-            # methods with per-image state (vcd's control variates) also get the images' training-set indices
-            extra = {"indices": batch_order} if uses_indices else {}
-            # The guard wraps the method's step, whatever it is: a non-finite outcome is not taken.
-            new_params, new_state, metrics = method.step(jax.random.fold_in(k_step, index), model, params, state, batch, **extra)
+            # the images' training-set indices go with them (vcd's per-image control variates use them); the guard
+            # wraps the method's step, whatever it is: a non-finite outcome is not taken
+            new_params, new_state, metrics = method.step(jax.random.fold_in(k_step, index), model, params, state,
+                                                         Batch(batch, batch_order))
             return _guarded(params, state, new_params, new_state, metrics)
 
         def epoch(params, state, images, rng_key):
@@ -277,7 +271,8 @@ class Trainer:
             raise ValueError(f"{images.shape[0]} training images are fewer than one batch of {self.batch_size}; "
                              f"lower batch_size (--batch-size) to at most {images.shape[0]}")
         for phase in self.phases:
-            if _uses_data_indices(phase.method) and phase.method.num_data != images.shape[0]:
+            num_data = getattr(phase.method, "num_data", None)  # the size of a method's per-image state
+            if num_data is not None and num_data != images.shape[0]:
                 raise ValueError(f"method {phase.method.name!r} keeps per-image state for num_data="
                                  f"{phase.method.num_data} training images but is given {images.shape[0]}; build it "
                                  f"with num_data={images.shape[0]}")
@@ -632,7 +627,7 @@ def load_run(run_dir):
     run_dir = pathlib.Path(run_dir)
     config = read_config(run_dir)
     model = models.from_config(config["model"])
-    phases = [Phase(_methods.build(**p["method"]), p["num_epochs"]) for p in config["phases"]]
+    phases = [Phase(_methods.from_config(p["method"]), p["num_epochs"]) for p in config["phases"]]
     trainer = Trainer(model, phases, batch_size=config["batch_size"], seed=config["seed"],
                       binarize=config["binarize"], progress=False)
     if not (run_dir / "checkpoints").is_dir():

@@ -57,19 +57,17 @@ class _Inject:
     """Wraps a method; on the batches that hold training image 0 it poisons the images it is given (the
     gradients turn NaN) or its new parameters (the update turns NaN)."""
 
-    uses_data_indices = True
-
     def __init__(self, inner, num_data, where):
         self.inner, self.num_data, self.where, self.name = inner, num_data, where, f"inject-{where}"
 
     def init(self, rng_key, model, params):
         return self.inner.init(rng_key, model, params)
 
-    def step(self, rng_key, model, params, state, images, indices):
-        hit = jnp.any(indices == 0)
+    def step(self, rng_key, model, params, state, batch):
+        hit = jnp.any(batch.indices == 0)
         if self.where == "gradients":
-            images = jnp.where(hit, jnp.nan, images)
-        params, state, metrics = self.inner.step(rng_key, model, params, state, images)
+            batch = batch._replace(images=jnp.where(hit, jnp.nan, batch.images))
+        params, state, metrics = self.inner.step(rng_key, model, params, state, batch)
         if self.where == "updates":
             params = jax.tree_util.tree_map(lambda p: jnp.where(hit, jnp.inf, p), params)
         return params, state, metrics

@@ -30,7 +30,8 @@ from mcmcvae.kernels import _metropolis, integrators
 from mcmcvae.kernels.preconditioner import Preconditioner
 from mcmcvae.types import Array, LogDensityFn, PRNGKey
 
-__all__ = ["State", "Info", "init", "build_kernel"]
+__all__ = ["State", "Info", "init", "build_kernel", "DEFAULT_TARGET_ACCEPTANCE_RATE", "proposal_entropy",
+           "entropy_curvature"]
 
 
 # Both kernels carry the same minimal state and start it the same way.
@@ -74,6 +75,36 @@ class Info(NamedTuple):
     midpoint: Array
 
 
+# -- what the tuners ask of a kernel module (mcmcvae.adaptation) ------------------------------------------------
+
+#: The acceptance rate the tuners steer HMC towards unless told otherwise (near the optimal 0.651 of Beskos et al.
+#: 2013 for HMC in high dimension; the paper's choice).
+DEFAULT_TARGET_ACCEPTANCE_RATE = 0.65
+
+
+def proposal_entropy(preconditioner: Preconditioner, num_integration_steps: int) -> Array:
+    r"""The closed-form part of the HMC proposal's entropy, ``d log(hL) + log|det C|``.
+
+    To first order in ``h^2`` the end point ``z_L`` depends on the noise ``v`` through the Jacobian
+    ``hL C (I - A)`` with ``A = c h^2 C^T Hess U(q_mid) C`` and ``c`` = :func:`entropy_curvature`
+    (Hirt, Kreouzis and Dellaportas 2024, section 4.5), so the entropy is this plus ``log|det(I - A)|``, which the
+    speed measure estimates at ``Info.midpoint`` (:mod:`mcmcvae.adaptation.logdet`). With ``L = 1``, ``c = 0`` and
+    this is MALA's entropy.
+
+    Examples
+    --------
+    >>> from mcmcvae.kernels import Preconditioner, hmc
+    >>> float(hmc.proposal_entropy(Preconditioner.diagonal(2, step_size=0.5), 2))  # 2 log(0.5 * 2)
+    0.0
+    """
+    log_length = jnp.log(jnp.asarray(float(num_integration_steps), preconditioner.log_step_size.dtype))
+    return preconditioner.dim * (preconditioner.log_step_size + log_length) + preconditioner.log_abs_det()
+
+
+def entropy_curvature(num_integration_steps: int) -> float:
+    """``c = (L^2 - 1) / 6``, the factor of ``A = c h^2 C^T Hess U(q_mid) C`` in the entropy's ``log|det(I - A)|``
+    term (zero for ``L = 1``: no such term)."""
+    return (int(num_integration_steps) ** 2 - 1) / 6.0
 
 
 def build_kernel(

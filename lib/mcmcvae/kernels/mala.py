@@ -34,7 +34,7 @@ from mcmcvae.kernels import _metropolis
 from mcmcvae.kernels.preconditioner import Preconditioner
 from mcmcvae.types import Array, LogDensityFn, PRNGKey
 
-__all__ = ["State", "Info", "init", "build_kernel"]
+__all__ = ["State", "Info", "init", "build_kernel", "DEFAULT_TARGET_ACCEPTANCE_RATE", "proposal_entropy"]
 
 
 # Both kernels carry the same minimal state and start it the same way.
@@ -74,6 +74,26 @@ class Info(NamedTuple):
     proposal: State
 
 
+# -- what the tuners ask of a kernel module (mcmcvae.adaptation) ------------------------------------------------
+
+#: The acceptance rate the tuners steer MALA towards unless told otherwise (near the optimal 0.574 of Roberts and
+#: Rosenthal 1998 for MALA in high dimension; the paper's choice).
+DEFAULT_TARGET_ACCEPTANCE_RATE = 0.55
+
+
+def proposal_entropy(preconditioner: Preconditioner) -> Array:
+    r"""Entropy of the proposal ``N(m(z), h^2 C C^T)`` up to a constant: ``d log h + log|det C|``.
+
+    The speed measure's ``H`` (Hirt, Kreouzis and Dellaportas 2024, section 4.4); differentiable in the
+    preconditioner and the same for every ``z``.
+
+    Examples
+    --------
+    >>> from mcmcvae.kernels import Preconditioner, mala
+    >>> float(mala.proposal_entropy(Preconditioner.diagonal(2, step_size=1.0, scale=2.0)))  # 2 log 2
+    1.3862943649291992
+    """
+    return preconditioner.dim * preconditioner.log_step_size + preconditioner.log_abs_det()
 
 
 def build_kernel(

@@ -5,8 +5,10 @@ A method is a small frozen dataclass of hyperparameters with three pure function
 
 - ``init(rng_key, model, params) -> state``: the method's own state (optimiser states; for MCMC methods the
   kernel's parameters and adaptation state; control variates ...). Never holds random keys.
-- ``step(rng_key, model, params, state, images) -> (params, state, metrics)``: one update on a batch
-  ``images (n, H, W, C)``. ``metrics`` is a flat dict of scalar arrays; the trainer averages them over an epoch.
+- ``step(rng_key, model, params, state, batch) -> (params, state, metrics)``: one update on a
+  :class:`mcmcvae.types.Batch` (``images (n, H, W, C)`` and their ``indices`` in the training set; methods also
+  accept the images alone, :func:`mcmcvae.types.as_batch`). ``metrics`` is a flat dict of scalar arrays; the
+  trainer averages them over an epoch.
 - ``proposal(rng_key, model, params, state, images) -> (loc, scale)``: the diagonal Gaussian (one per image)
   that importance sampling should use for this method's model; plain VAEs return q0, MCMC methods centre it
   on their chains. Evaluation calls it and nothing else, so nothing adapts or trains during evaluation.
@@ -23,7 +25,7 @@ from typing import Any, Protocol
 import jax.numpy as jnp
 import optax
 
-from mcmcvae.types import Array, Params, PRNGKey
+from mcmcvae.types import Array, Batch, Params, PRNGKey
 
 __all__ = ["Method", "make_optimizer", "apply_gradients", "nonfinite_count"]
 
@@ -33,7 +35,7 @@ class Method(Protocol):
 
     def init(self, rng_key: PRNGKey, model, params: Params) -> Any: ...
 
-    def step(self, rng_key: PRNGKey, model, params: Params, state: Any, images: Array): ...
+    def step(self, rng_key: PRNGKey, model, params: Params, state: Any, batch: Batch | Array): ...
 
     def proposal(self, rng_key: PRNGKey, model, params: Params, state: Any, images: Array): ...
 
