@@ -44,6 +44,7 @@ from mcmcvae.adaptation.speed_measure import (
     to_preconditioner,
 )
 from mcmcvae.adaptation.window import WindowAdaptation, WindowAdaptationResults, window_adaptation
+from mcmcvae.adaptation.initial_step_size import find_reasonable_step_size
 
 __all__ = [
     "AdaptationResults",
@@ -65,4 +66,5 @@ __all__ = [
     "speed_measure",
     "to_preconditioner",
     "window_adaptation",
+    "find_reasonable_step_size",
 ]
