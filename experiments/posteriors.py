@@ -560,17 +560,20 @@ def summary_lines(results: dict) -> list[str]:
                     f"({correct[best]['min_ess_per_gradient']:.2e})")
         else:
             text = f"- **{target_name}**: no sampler is correct at this budget"
-        ours = {s: finite[s] for s in OURS_LOWER_TRIANGULAR if s in finite}
-        if ours:
-            our_best = max(ours, key=lambda s: ours[s]["min_ess_per_gradient"])
-            text += (f"; our best speed-measure sampler `{our_best}` ({verdicts[our_best]}, "
-                     f"{ours[our_best]['min_ess_per_gradient']:.2e})")
+        ours_correct = [s for s in OURS_LOWER_TRIANGULAR if s in correct]
+        if ours_correct:
+            our_best = max(ours_correct, key=lambda s: correct[s]["min_ess_per_gradient"])
+            text += f"; our best correct speed-measure sampler `{our_best}` ({correct[our_best]['min_ess_per_gradient']:.2e})"
             for peer in ("nuts-window", "chees"):
-                if peer in finite and finite[peer]["min_ess_per_gradient"] > 0:
-                    ratio = ours[our_best]["min_ess_per_gradient"] / finite[peer]["min_ess_per_gradient"]
-                    text += f", {ratio:.2f}x `{peer}` ({verdicts[peer]})"
+                if peer in correct:
+                    ratio = correct[our_best]["min_ess_per_gradient"] / correct[peer]["min_ess_per_gradient"]
+                    text += f", {ratio:.2f}x `{peer}`"
                     if peer == "nuts-window":
                         text += " (meets 0.5x NUTS)" if ratio >= 0.5 else " (**below 0.5x NUTS**)"
+                elif peer in per_sampler:
+                    text += f", no comparison with `{peer}` ({verdicts[peer]})"
+        elif any(s in per_sampler for s in OURS_LOWER_TRIANGULAR):
+            text += "; **none of our speed-measure samplers is correct**"
         others = sorted(s for s in per_sampler if s not in correct)
         if others:
             text += "; not correct: " + ", ".join(f"`{s}` ({verdicts[s]})" for s in others)
