@@ -63,6 +63,7 @@ from mcmcvae.adaptation.window import (
     WindowState,
     window_adaptation,
 )
+from mcmcvae.adaptation.initial_step_size import find_reasonable_step_size
 
 __all__ = [
     "AdaptationResults",
@@ -92,4 +93,5 @@ __all__ = [
     "to_preconditioner",
     "window_adaptation",
     "with_dual_averaged_step_size",
+    "find_reasonable_step_size",
 ]

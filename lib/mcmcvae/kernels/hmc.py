@@ -190,3 +190,72 @@ def build_kernel(
         return decision.state, info
 
     return kernel
+
+
+def as_top_level_api(
+    logdensity_fn: LogDensityFn,
+    preconditioner: Preconditioner,
+    num_integration_steps: int,
+    *,
+    divergence_threshold: float = 1000.0,
+    stop_gradient_proposal_grad: bool = False,
+):
+    r"""The HMC kernel with its target, ``(h, C)`` and ``L`` bound, as a BlackJAX ``SamplingAlgorithm``.
+
+    BlackJAX's generic loops (``blackjax.util.run_inference_algorithm``), its diagnostics and any code written for
+    ``blackjax.hmc(...)`` then run this kernel unchanged: ``init(position, rng_key=None)`` is :func:`init` and
+    ``step(rng_key, state)`` is ``build_kernel(num_integration_steps, ...)(rng_key, state, logdensity_fn,
+    preconditioner)``, the same draw for the same key. The inverse mass matrix is ``C C^T``.
+
+    Parameters
+    ----------
+    logdensity_fn
+        ``log pi(position)``, up to a constant.
+    preconditioner
+        The :class:`~mcmcvae.kernels.Preconditioner` ``(h, C)``.
+    num_integration_steps
+        ``L``, leapfrog steps per transition (a Python int >= 1).
+    divergence_threshold, stop_gradient_proposal_grad
+        Passed to :func:`build_kernel`.
+
+    Returns
+    -------
+    blackjax.base.SamplingAlgorithm
+        ``(init, step)``, pure and not jitted.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import blackjax
+    >>> from mcmcvae.kernels import Preconditioner, hmc
+    >>> logdensity_fn = lambda z: -0.5 * jnp.sum(z**2)
+    >>> algorithm = hmc.as_top_level_api(logdensity_fn, Preconditioner.lower_triangular(2, step_size=0.5), 4)
+    >>> _, (states, infos) = blackjax.util.run_inference_algorithm(
+    ...     jax.random.key(0), algorithm, 100, initial_position=jnp.zeros(2))
+    >>> infos.is_divergent.shape
+    (100,)
+    """
+    import blackjax.base  # deferred: the kernels themselves need only JAX
+
+    if not isinstance(preconditioner, Preconditioner):
+        raise TypeError(
+            f"hmc.as_top_level_api: preconditioner must be a mcmcvae.kernels.Preconditioner, got "
+            f"{type(preconditioner).__name__}; build one with Preconditioner.diagonal or .lower_triangular"
+        )
+    kernel = build_kernel(
+        num_integration_steps,
+        divergence_threshold=divergence_threshold,
+        stop_gradient_proposal_grad=stop_gradient_proposal_grad,
+    )
+
+    def init_fn(position: Array, rng_key: PRNGKey | None = None) -> State:
+        del rng_key  # the state is deterministic
+        return init(position, logdensity_fn)
+
+    def step_fn(rng_key: PRNGKey, state: State) -> tuple[State, Info]:
+        return kernel(rng_key, state, logdensity_fn, preconditioner)
+
+    return blackjax.base.SamplingAlgorithm(init_fn, step_fn)
+
+
+__all__.append("as_top_level_api")
