@@ -253,5 +253,5 @@ def fraction_text(parts) -> str:
     out = []
     for what, used, paper in parts:
         used = paper if used is None else used
-        out.append(f"{what} {used}/{paper} ({100 * used / paper:.0f}%)")
+        out.append(f"{what} {used}/{paper} ({100 * used / paper:.3g}%)")
     return "Fraction of the paper's budget used: " + "; ".join(out) + "."

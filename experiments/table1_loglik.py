@@ -263,18 +263,20 @@ def criterion(rows, dataset, estimator: str = VERDICT_ESTIMATOR):
     seed: each speed-measure method against each of vae, dsmala and dshmc (:func:`mcmcvae.results.compare_seeds`).
 
     Returns ``{"verdict", "per_method": {method: verdict}, "comparisons": {(method, rival): SeedComparison},
-    "num_seeds"}``, or None when a rival or every speed-measure method is missing (e.g. in the quick run).
+    "num_seeds", "rivals"}``, or None when every rival or every speed-measure method is missing. Where some
+    rivals did not run (the quick form), the verdict is on those that did, and ``rivals`` says which.
     A method meets the criterion when all three of its comparisons hold (:func:`mcmcvae.results.all_hold`); the
     criterion holds when some method meets it (:func:`mcmcvae.results.any_holds`).
     """
     values = per_seed_values(rows, dataset, METRICS[estimator])
     methods = [m for m in SPEED_MEASURE if m in values]
-    if not all(m in values for m in RIVALS) or not methods:
+    rivals = [r for r in RIVALS if r in values]
+    if not rivals or not methods:
         return None
-    comparisons = {(m, r): mv.results.compare_seeds(values[m], values[r]) for m in methods for r in RIVALS}
-    per_method = {m: mv.results.all_hold(comparisons[(m, r)].verdict for r in RIVALS) for m in methods}
+    comparisons = {(m, r): mv.results.compare_seeds(values[m], values[r]) for m in methods for r in rivals}
+    per_method = {m: mv.results.all_hold(comparisons[(m, r)].verdict for r in rivals) for m in methods}
     return {"verdict": mv.results.any_holds(per_method.values()), "per_method": per_method,
-            "comparisons": comparisons, "num_seeds": len(values[RIVALS[0]])}
+            "comparisons": comparisons, "num_seeds": len(values[rivals[0]]), "rivals": rivals}
 
 
 def verdict(rows, dataset, metric="test_log_likelihood"):
@@ -312,8 +314,9 @@ def _criterion_lines(rows, dataset) -> list[str]:
         label = {"ais": "AIS", "importance": "importance sampling"}[estimator]
         role = ("**the verdict**" if estimator == VERDICT_ESTIMATOR else
                 f"for comparison only (the verdict uses {VERDICT_ESTIMATOR})")
+        partial = "" if len(result["rivals"]) == len(RIVALS) else " (only these rivals ran)"
         lines.append(f"- {label}, {role}: the criterion (some speed-measure method beats each of "
-                     f"{', '.join(RIVALS)}, 95% intervals over {result['num_seeds']} seeds) "
+                     f"{', '.join(result['rivals'])}{partial}, 95% intervals over {result['num_seeds']} seeds) "
                      f"**{result['verdict']}**; per method: "
                      + ", ".join(f"{m} {v}" for m, v in result["per_method"].items()) + ".")
         lines += [f"  - {mv.results.verdict_sentence(f'{m} beats {r}', c)}"

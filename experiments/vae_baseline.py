@@ -119,7 +119,8 @@ def _comparison_text(binarization: str, comparison) -> str:
     if comparison is None:
         return ("No published number on these data: thresholding removes the pixel noise a stochastic binarisation "
                 "keeps, so this value cannot be compared with -111.20.")
-    sentence = mv.results.verdict_sentence(f"ours lies above the published {PUBLISHED[binarization]:.2f}", comparison)
+    sentence = mv.results.verdict_sentence(f"Our mean lies above the published {PUBLISHED[binarization]:.2f}",
+                                           comparison)
     if comparison.verdict == "not resolved":
         meaning = "the published value lies inside our interval."
     else:

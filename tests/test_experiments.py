@@ -280,6 +280,8 @@ def test_table1_loglik_criterion_is_decided_by_seed_level_intervals():
     steady = {**noisy, "gradhmc-lt": [-80.5, -80.6, -80.3]}
     assert table1.criterion(rows(steady), "d")["verdict"] == "holds"
     assert table1.criterion(rows({"vae": [-1.0]}), "d") is None
+    partial = table1.criterion(rows({"vae": rivals["vae"], "gradhmc-lt": steady["gradhmc-lt"]}), "d")
+    assert partial["rivals"] == ["vae"] and partial["verdict"] == "holds"
 
 
 def test_test_samples_are_random_fixed_and_nested():
