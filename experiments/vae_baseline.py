@@ -83,9 +83,10 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
          "published (Ruiz and Titsias 2019)"], body)
     train_minutes, eval_minutes = np.mean(times, axis=0)
     quick_note = "**Quick run: tiny budget, for smoke testing only; these numbers mean nothing.**" if quick else ""
-    cut = ("" if budget["num_samples"] >= PAPER_NUM_SAMPLES or quick else
-           f"**Budget cut:** S = {budget['num_samples']} importance samples instead of the protocol's "
-           f"{PAPER_NUM_SAMPLES} (CPU time); a larger S can only raise the estimate in expectation.")
+    cut = common.fraction_text([("epochs", budget["epochs"], BUDGETS["full"]["epochs"]),
+                                ("importance samples S", budget["num_samples"], PAPER_NUM_SAMPLES),
+                                ("test images", budget["test_images"], 10_000)])
+    cut += f" Seeds: {len(budget['seeds'])} (the protocol here: {len(BUDGETS['full']['seeds'])})."
     option = "--quick" if quick else f"--budget {budget_name}"
     markdown = f"""# vae-baseline: standard VAE on binary MNIST, two binarisations
 

@@ -30,8 +30,62 @@ def test_quick_experiment(name, tmp_path, mnist_available):
     rows = json.loads((tmp_path / f"{name}.json").read_text())
     assert rows and all(KEYS <= set(r) for r in rows)
     assert all(r["experiment"] == name for r in rows)
-    assert (tmp_path / f"{name}.md").read_text().startswith("# ")
+    text = (tmp_path / f"{name}.md").read_text()
+    assert text.startswith("# ")
     assert {p.name for p in paths} >= {f"{name}.json", f"{name}.md"}
+    for check in QUICK_CHECKS.get(name, ()):
+        check(rows, text)
+
+
+def _verdicts_computed(rows, text):
+    """Verdict rows carry a verdict that the interval gives, and the page prints each one's sentence."""
+    verdicts = [r for r in rows if r["metric"] in ("verdict", "kid_verdict") or r.get("comparison")]
+    assert verdicts, "no seed-level verdict was computed"
+    for r in verdicts:
+        c = r.get("comparison") or next(iter(r["comparisons"].values()))
+        expected = "holds" if c["lower"] > 0 else "fails" if c["upper"] < 0 else "not resolved"
+        assert c["verdict"] == expected
+    assert ": holds." in text or ": fails." in text or ": not resolved." in text
+
+
+def _random_sample_stated(rows, text):
+    assert "random sample of" in text and "fixed seed" in text
+
+
+def _ais_check_ran(rows, text):
+    assert "AIS check (the same images" in text
+    assert any(r.get("check") for r in rows if r["metric"] == "test_log_likelihood_ais")
+
+
+def _estimator_stated_first(rows, text):
+    first_table = text.index("\n|")
+    assert -1 < text.find("Estimator of the verdicts, decided before the numbers") < first_table
+
+
+def _both_binarisations(rows, text):
+    assert {r.get("binarization") for r in rows if r["metric"] == "test_log_likelihood"} >= {"fixed_stochastic"}
+
+
+def _per_point_control_variates(rows, text):
+    fractions = [f for r in rows if r["method"] == "vcd" for f in r.get("per_point_fraction") or []]
+    assert fractions and min(fractions) > 0.5  # 2 of the quick form's 3 iterations
+
+
+def _binary_kid(rows, text):
+    assert "binary" in text and all(r.get("samples") == "binary" for r in rows
+                                    if r["metric"] == "kid" and r["value"] is not None and "samples" in r)
+
+
+QUICK_CHECKS = {
+    "table1-loglik": (_verdicts_computed, _random_sample_stated, _ais_check_ran, _estimator_stated_first),
+    "table2-kid": (_verdicts_computed, _random_sample_stated, _binary_kid),
+    "vcd": (_verdicts_computed, _random_sample_stated, _estimator_stated_first, _both_binarisations,
+            _per_point_control_variates),
+    "nonlinear-hvae": (_verdicts_computed, _random_sample_stated, _ais_check_ran, _estimator_stated_first,
+                       _binary_kid),
+    "vae-baseline": (_verdicts_computed, _random_sample_stated, _both_binarisations),
+    "seed-verdicts": (_verdicts_computed,),
+}
 
 
 
