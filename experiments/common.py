@@ -191,7 +191,8 @@ def ais_with_check(path, settings: dict, rng_key, model, method, params, state, 
     more = check_factor * num_temperatures
     second = mv.results.cached_evaluation(path.with_name(f"{path.stem}-check{path.suffix}"),
                                           {**base, "num_temperatures": more},
-                                          lambda: evaluate(more, jax.random.fold_in(rng_key, 1)), require=("per_image",))
+                                          lambda: evaluate(more, jax.random.fold_in(rng_key, 1)),
+                                          require=("per_image",))
     difference, error = mv.results.paired_difference(second["per_image"], result["per_image"])
     return {**result, "check": {"num_temperatures": more, "difference": difference, "standard_error": error,
                                 "moved": bool(abs(difference) > 2 * error),

@@ -254,11 +254,12 @@ def _markdown(rows, found, budget_name, minutes, pending=()) -> str:
     note = ("**Quick run: 300 images, one epoch per phase, one case, two methods and one seed; smoke test only, the "
             "numbers mean nothing.**" if quick else "")
     if budget_name != "paper":
-        note += ("\n\n" if note else "") + f"**Budget `{budget_name}`, cut from the paper's.** " + common.fraction_text([
+        fraction = common.fraction_text([
             ("hVAE epochs", budget["vae_epochs"], FULL["vae_epochs"]),
             ("MCMC epochs", budget["mcmc_epochs"], FULL["mcmc_epochs"]),
             ("importance samples S", budget["num_samples"], FULL["num_samples"]),
             ("test images", budget["test_images"], 10_000), ("KID test images", budget["kid_images"], 10_000)])
+        note += ("\n\n" if note else "") + f"**Budget `{budget_name}`, cut from the paper's.** " + fraction
     option = {"quick": " --quick", "paper": ""}.get(budget_name, f" --budget {budget_name}")
     if pending:
         note += ("\n\n**Partial: the run had not finished when this file was written.** Cases still to run: "

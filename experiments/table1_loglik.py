@@ -248,6 +248,7 @@ SPEED_MEASURE = ("gradmala-diag", "gradmala-lt", "gradhmc-diag", "gradhmc-lt")
 
 
 RIVALS = ("vae", "dsmala", "dshmc")
+ESTIMATOR_NAMES = {"ais": "AIS", "importance": "importance sampling"}
 METRICS = {"ais": "test_log_likelihood_ais", "importance": "test_log_likelihood",
            "importance_on_ais_images": "test_log_likelihood_importance_on_ais_images"}
 
@@ -398,12 +399,14 @@ def _markdown(rows, budget_name, budget, unavailable, quick, per_image, checks=N
                     "gradHMC's own objective stops short of (docs/kernels.md); table1-acceptance chose it on a "
                     "validation split first.\n")
     option = "--quick" if quick else f"--budget {budget_name}"
+    seed_list = ", ".join(map(str, budget["seeds"]))
+    cut = "" if budget_name == "paper" else f"**Budget `{budget_name}`, cut from the paper's.** "
     return f"""# table1-loglik: MCMC-refined VAEs, test log-likelihood
 
 Regenerate with `python experiments/run.py table1-loglik {option}` (`--budget paper` for the paper's schedule).
 {'**Quick run: smoke test only; these numbers mean nothing.**' if quick else ''}
 
-**Estimator of the verdicts, decided before the numbers: {VERDICT_ESTIMATOR.upper() if VERDICT_ESTIMATOR == 'ais' else VERDICT_ESTIMATOR}**
+**Estimator of the verdicts, decided before the numbers: {ESTIMATOR_NAMES[VERDICT_ESTIMATOR]}**
 (`VERDICT_ESTIMATOR` in `experiments/table1_loglik.py`). AIS anneals from each method's importance-sampling
 proposal to p(x, z) ({budget['ais_temperatures']} sigmoidal temperatures x {budget['ais_chains']} chains, HMC with
 a fixed step size {budget['ais_step_size']} in the proposal's whitened coordinates, no adaptation from the chains it
@@ -416,10 +419,10 @@ contains 0.
 
 Setting: threshold-0.5 binarisation (as Hirt et al.'s code), d_z = 10 (Omniglot 20, SVHN 64 with a logistic-256
 likelihood of variance 0.1), 200-200 ReLU MLPs, Bernoulli likelihood, batch 100, K = {K} kernel steps, HMC with
-L = {L}; every method starts from the same pre-trained VAE per seed; {seeds} seeds ({', '.join(map(str, budget['seeds']))});
+L = {L}; every method starts from the same pre-trained VAE per seed; {seeds} seeds ({seed_list});
 importance sampling with S = {budget['num_samples']} on {common.sample_text(budget['test_images'])}.
 
-{'' if budget_name == 'paper' else f"**Budget `{budget_name}`, cut from the paper's.** "}{fraction} Seeds: {seeds} (the paper: 3).
+{cut}{fraction} Seeds: {seeds} (the paper: 3).
 
 {missing}{variant_note}
 **Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}.

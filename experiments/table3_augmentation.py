@@ -40,11 +40,11 @@ decoder's Bernoulli means estimate the grey intensities. Generated images are th
 [0, 1]), and the classifier sees grey images throughout: real training images, generated images and test images
 alike are never thresholded. KID compares decoded means with grey test images, as ``model_kid`` does everywhere.
 
-Budgets: ``full``, a paper-like schedule, not the paper's (100 VAE + 50 MCMC epochs, 3 seeds, 30 classifier epochs, full test
-sets, majority-class KID; the paper's own schedule for this experiment is not known to us), ``cpu`` (50 + 10
-epochs, 15 classifier epochs, 3 seeds, minority KID only: about half an hour on 2 CPU cores) and ``quick`` (a
-smoke test of this module's code paths, about 40 seconds). The results file states the budget it ran with.
-Training runs (generative checkpoints, classifier and KID results) live under ``runs/table3-augmentation/BUDGET/``;
+Budgets: ``full``, a paper-like schedule, not the paper's (100 VAE + 50 MCMC epochs, 3 seeds, 30 classifier epochs,
+full test sets, majority-class KID; the paper's own schedule for this experiment is not known to us), ``cpu`` (50 +
+10 epochs, 15 classifier epochs, 3 seeds, minority KID only: about half an hour on 2 CPU cores) and ``quick`` (a
+smoke test of this module's code paths, about 40 seconds). The results file states the budget it ran with. Training
+runs (generative checkpoints, classifier and KID results) live under ``runs/table3-augmentation/BUDGET/``;
 an interrupted experiment that is run again resumes from them.
 """
 

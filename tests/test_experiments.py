@@ -427,8 +427,10 @@ def test_aiwae_budgets_cut_only_what_they_say(tmp_path):
     stated = {"configurations": "IWAE K in 1, 5, 50", "schedule": "(full budget: 3280 epochs",
               "train_size": "(full budget: all 60000)", "batch_size": f"(full budget: {paper['batch_size']})",
               "eval_images": f"(full budget: {paper['eval_images']} each)",
-              "num_samples_bound": f"S = {cpu['num_samples_bound']} for the NVLB (full budget: {paper['num_samples_bound']})",
-              **{key: f"{cpu[key]} {key[4:]} (full budget: {paper[key]})" for key in ("ais_temperatures", "ais_chains")}}
+              "num_samples_bound": (f"S = {cpu['num_samples_bound']} for the NVLB "
+                                    f"(full budget: {paper['num_samples_bound']})"),
+              **{key: f"{cpu[key]} {key[4:]} (full budget: {paper[key]})"
+                 for key in ("ais_temperatures", "ais_chains")}}
     assert set(stated) | {"seed"} == set(paper) == set(cpu)
     for key, text in stated.items():
         assert (text in cut) == (cpu[key] != paper[key]), key
