@@ -190,7 +190,9 @@ def _assert_moments(positions, mean, sd):
     # sd: the standard error of a sample sd is about sd / sqrt(2 ESS) for a normal (a bit more for a half-normal).
     sd_error = np.abs(draws.std(0) - np.asarray(sd))
     np.testing.assert_array_less(sd_error, 5 * np.asarray(sd) / np.sqrt(2 * ess) * 1.5)
-    assert np.all(np.asarray(diagnostics.potential_scale_reduction) < 1.05)
+    # Gelman and Rubin's classic bar: with a few effective draws per chain (32 short chains) R-hat's own noise is
+    # several hundredths.
+    assert np.all(np.asarray(diagnostics.potential_scale_reduction) < 1.1)
 
 
 @pytest.mark.slow
