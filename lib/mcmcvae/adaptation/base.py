@@ -24,7 +24,8 @@ SampleInfo)``, which draws with the tuned kernel held fixed.
 :func:`~mcmcvae.adaptation.dual_averaging`), from the step size that
 :func:`~mcmcvae.adaptation.find_reasonable_step_size` finds at the starting positions (the search uses
 ``split(rng_key)[1]``; adaptation uses ``rng_key`` as without a search). After the loop, on the host, ``run``
-checks the adaptation (:func:`adaptation_problems`) and issues one :class:`AdaptationWarning` naming each problem and what to try; the problems are also in ``results.problems``.
+checks the adaptation (:func:`adaptation_problems`) and issues one :class:`AdaptationWarning` naming each
+problem and what to try; the problems are also in ``results.problems``.
 Called inside a user's ``jax.jit`` the results are traced and the check is skipped (``results.problems`` is
 empty): call ``run`` outside ``jit`` (as BlackJAX's ``window_adaptation(...).run``), or call
 :func:`adaptation_problems` on the returned ``info`` yourself.
