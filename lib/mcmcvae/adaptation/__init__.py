@@ -31,7 +31,7 @@ Examples
 """
 
 from mcmcvae.adaptation import base, logdet
-from mcmcvae.adaptation.base import AdaptationResults
+from mcmcvae.adaptation.base import AdaptationResults, AdaptationWarning, SampleInfo, adaptation_problems
 from mcmcvae.adaptation.dual_averaging import (
     DualAveragingAdaptation,
     DualAveragingAdaptationState,
@@ -67,6 +67,9 @@ from mcmcvae.adaptation.initial_step_size import find_reasonable_step_size
 
 __all__ = [
     "AdaptationResults",
+    "AdaptationWarning",
+    "SampleInfo",
+    "adaptation_problems",
     "DualAveragedStepSize",
     "DualAveragedStepSizeState",
     "DualAveragingAdaptation",

@@ -82,10 +82,12 @@ class DualAveragingAdaptation(NamedTuple):
         ``final(state) -> Preconditioner``: ``h = exp(x-bar)`` and ``C``.
     diagnostics
         ``diagnostics(state, info) -> dict``: the tuned ``step_size`` and ``log_abs_det``.
-    init_chains, run
+    init_chains, run, sample
         See :mod:`mcmcvae.adaptation.base`.
     algorithm, kernel, target_acceptance_rate, logdensity_fn
         The kernel module, its built kernel, the target and the bound log density (or None).
+    step_size_search
+        How ``run`` finds its starting step size, or None when ``initial_step_size`` was given.
     """
 
     init: Callable
@@ -98,6 +100,8 @@ class DualAveragingAdaptation(NamedTuple):
     kernel: Callable
     target_acceptance_rate: float
     logdensity_fn: Callable | None = None
+    sample: Callable | None = None
+    step_size_search: base.StepSizeSearch | None = None
 
 
 def init_state(da_init: Callable, initial_step_size) -> DualAveragingAdaptationState:
@@ -135,7 +139,7 @@ def dual_averaging(
     *,
     target_acceptance_rate: float | None = None,
     num_integration_steps: int | None = None,
-    initial_step_size: float = 1.0,
+    initial_step_size: float | None = None,
     t0: int = 10,
     gamma: float = 0.05,
     kappa: float = 0.75,
@@ -157,7 +161,9 @@ def dual_averaging(
     num_integration_steps
         ``L`` for HMC (required there).
     initial_step_size
-        ``h_0`` of ``init`` without a preconditioner.
+        ``h_0``. None (default): ``run`` starts from the step size
+        :func:`~mcmcvae.adaptation.find_reasonable_step_size` finds at its starting positions (from ``h = 1``);
+        ``init(dim)``, which has no positions, starts from ``h = 1``. A number starts both from it.
     t0, gamma, kappa
         BlackJAX's dual-averaging constants (Hoffman and Gelman's defaults).
     **kernel_options
@@ -173,7 +179,7 @@ def dual_averaging(
     >>> import mcmcvae as mv
     >>> logdensity_fn = lambda z: -0.5 * jnp.sum(z**2)
     >>> adapt = mv.adaptation.dual_averaging(mv.kernels.hmc, logdensity_fn, num_integration_steps=5)
-    >>> results, info = adapt.run(jax.random.key(0), jnp.zeros((8, 4)), 100)
+    >>> results, info = adapt.run(jax.random.key(0), jnp.zeros((8, 4)), 500)
     >>> results.parameters.scale
     Array([1., 1., 1., 1.], dtype=float32)
 
@@ -190,9 +196,14 @@ def dual_averaging(
     kernel, target = settings.kernel, settings.target_acceptance_rate
     da_init, da_update, _ = dual_averaging_adaptation(target, t0=t0, gamma=gamma, kappa=kappa)
 
+    start_step_size = 1.0 if initial_step_size is None else initial_step_size
+
+    def start(dim: int) -> Preconditioner:
+        return Preconditioner.diagonal(dim, step_size=start_step_size)
+
     def init(dim: int, preconditioner: Preconditioner | None = None) -> DualAveragingState:
         if preconditioner is None:
-            preconditioner = Preconditioner.diagonal(dim, step_size=initial_step_size)
+            preconditioner = start(dim)
         if preconditioner.scale.shape[-1] != dim:
             raise ValueError(f"a preconditioner of dimension {dim} was expected, got scale of shape "
                              f"{jnp.shape(preconditioner.scale)}")
@@ -218,7 +229,9 @@ def dual_averaging(
         tuned = _final(state)
         return {"step_size": tuned.step_size, "log_abs_det": tuned.log_abs_det()}
 
-    loop = base.bind_loop(algorithm, logdensity_fn, init, update, _final, "dual_averaging")
+    search = None if initial_step_size is not None else base.StepSizeSearch(start, target, settings.options)
+    loop = base.bind_loop(algorithm, logdensity_fn, init, update, _final, "dual_averaging", kernel=kernel,
+                          search=search, target_acceptance_rate=target)
     return DualAveragingAdaptation(
         init=init,
         update=update,
@@ -230,4 +243,6 @@ def dual_averaging(
         kernel=kernel,
         target_acceptance_rate=target,
         logdensity_fn=logdensity_fn,
+        sample=loop["sample"],
+        step_size_search=search,
     )

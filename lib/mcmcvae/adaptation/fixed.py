@@ -21,7 +21,8 @@ class FixedKernel(NamedTuple):
 
     ``init(dim, preconditioner=None)`` returns ``preconditioner`` or ``h = step_size``, ``C = I``; ``update`` moves
     every chain one kernel step and returns the kernel's ``Info``; ``final`` is the identity; ``diagnostics`` is
-    empty.
+    empty; ``run`` warns only on divergences (it has no target to miss); ``sample`` draws with
+    ``results.parameters`` (:mod:`mcmcvae.adaptation.base`).
     """
 
     init: Callable
@@ -34,6 +35,7 @@ class FixedKernel(NamedTuple):
     kernel: Callable
     target_acceptance_rate: float
     logdensity_fn: Callable | None = None
+    sample: Callable | None = None
 
 
 def fixed(algorithm: ModuleType, logdensity_fn: Callable | None = None, *, step_size: float = 0.1,
@@ -88,7 +90,8 @@ def fixed(algorithm: ModuleType, logdensity_fn: Callable | None = None, *, step_
         del state, info
         return {}
 
-    loop = base.bind_loop(algorithm, logdensity_fn, init, update, final, "fixed")
+    loop = base.bind_loop(algorithm, logdensity_fn, init, update, final, "fixed", kernel=kernel)
     return FixedKernel(init=init, update=update, final=final, diagnostics=diagnostics,
                        init_chains=loop["init_chains"], run=loop["run"], algorithm=algorithm, kernel=kernel,
-                       target_acceptance_rate=settings.target_acceptance_rate, logdensity_fn=logdensity_fn)
+                       target_acceptance_rate=settings.target_acceptance_rate, logdensity_fn=logdensity_fn,
+                       sample=loop["sample"])

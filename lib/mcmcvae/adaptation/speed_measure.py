@@ -245,7 +245,13 @@ class SpeedMeasureAdaptation(NamedTuple):
     run
         ``run(rng_key, positions, num_steps, *, initial_parameters=None) -> (AdaptationResults,
         SpeedMeasureInfo)``: adapt while sampling from ``logdensity_fn`` with ``lax.scan``; ``info`` fields get a
-        leading ``num_steps`` axis.
+        leading ``num_steps`` axis. Starts from ``initial_parameters`` when given, else (``initial_step_size=None``)
+        from a searched step size and ``C = I``; warns (:class:`~mcmcvae.adaptation.AdaptationWarning`) when the
+        run ends far from its target, with ``beta`` at a bound, with non-finite objectives or gradients, or with
+        divergences (:mod:`mcmcvae.adaptation.base`).
+    sample
+        ``sample(rng_key, results, num_samples) -> (positions, SampleInfo)``: draws with ``results.parameters``
+        held fixed from ``results.states``; ``positions`` is ``(num_samples, n_chains, d)``.
     final
         ``final(state) -> Preconditioner``: :func:`to_preconditioner` of the state.
     diagnostics
@@ -253,6 +259,9 @@ class SpeedMeasureAdaptation(NamedTuple):
         and the number of ``nonfinite_kernel_gradients`` of ``K`` stacked updates.
     algorithm, kernel, target_acceptance_rate, preconditioner, kernel_options, logdensity_fn
         The kernel module, its built kernel and the settings.
+    step_size_search
+        How ``run`` finds its starting step size (:class:`~mcmcvae.adaptation.base.StepSizeSearch`), or None when
+        ``initial_step_size`` was given.
     """
 
     init: Callable
@@ -268,6 +277,12 @@ class SpeedMeasureAdaptation(NamedTuple):
     preconditioner: str
     kernel_options: tuple
     logdensity_fn: Callable | None = None
+    sample: Callable | None = None
+    step_size_search: base.StepSizeSearch | None = None
+
+
+#: ``h`` of ``init(dim)`` without a preconditioner when ``initial_step_size`` is None (``run`` searches instead).
+FALLBACK_STEP_SIZE = 0.1
 
 
 def speed_measure(
@@ -279,7 +294,7 @@ def speed_measure(
     num_integration_steps: int | None = None,
     learning_rate: float = 0.01,
     optimizer: optax.GradientTransformation | None = None,
-    initial_step_size: float = 0.1,
+    initial_step_size: float | None = None,
     initial_beta: float = 1.0,
     beta_learning_rate: float = 0.02,
     num_adaptation_steps: int | None = None,
@@ -329,7 +344,10 @@ def speed_measure(
     optimizer
         Any ``optax.GradientTransformation``; it receives the gradient of ``-F``.
     initial_step_size
-        ``h`` at ``init`` (with ``C = I``).
+        ``h`` to start from (with ``C = I``). None (default): ``run`` starts from the step size
+        :func:`~mcmcvae.adaptation.find_reasonable_step_size` finds at its starting positions for the target
+        acceptance rate (a doubling/halving search from ``h = 0.1``), so the start follows the target's scale;
+        ``init(dim)``, which has no positions, starts from ``h = 0.1``. A number starts both from it.
     initial_beta, beta_learning_rate
         Start and rate of the ``beta`` update.
     num_adaptation_steps
@@ -445,14 +463,25 @@ def speed_measure(
             in_axes=(0, 0, context_axes),
         )
         values, aux = per_chain(jax.random.split(key_chains, num_chains), chain_states, context)
+        # A proposal with a non-finite value is a rejection whose log alpha the kernel replaced by a constant
+        # with zero gradient: alone, its entropy term would still push (h, C) up, so that on a target that is
+        # -inf on part of the space h grows until nothing is accepted. Such a chain's gradient is -grad H instead
+        # (the value is unchanged): a rejection pulls the step down, as a very negative log alpha would.
+        rejected = aux.info.log_acceptance_ratio <= kernels.REJECTED_LOG_ACCEPTANCE_RATIO
+        entropy_change = aux.entropy - lax.stop_gradient(aux.entropy)
+        values = jnp.where(rejected, values - (1.0 + beta) * entropy_change, values)
         return jnp.mean(values), aux
+
+    start_step_size = FALLBACK_STEP_SIZE if initial_step_size is None else initial_step_size
+
+    def start(dim: int) -> Preconditioner:
+        if preconditioner_kind == "diagonal":
+            return Preconditioner.diagonal(dim, step_size=start_step_size)
+        return Preconditioner.lower_triangular(dim, step_size=start_step_size)
 
     def init(dim: int, preconditioner: Preconditioner | None = None) -> SpeedMeasureState:
         if preconditioner is None:
-            if preconditioner_kind == "diagonal":
-                preconditioner = Preconditioner.diagonal(dim, step_size=initial_step_size)
-            else:
-                preconditioner = Preconditioner.lower_triangular(dim, step_size=initial_step_size)
+            preconditioner = start(dim)
         expected_ndim = 1 if preconditioner_kind == "diagonal" else 2
         if jnp.ndim(preconditioner.scale) != expected_ndim or preconditioner.scale.shape[-1] != dim:
             raise ValueError(
@@ -525,7 +554,9 @@ def speed_measure(
                 "speed_measure": jnp.mean(info.objective),
                 "nonfinite_kernel_gradients": jnp.sum(~info.gradient_is_finite)}
 
-    loop = base.bind_loop(algorithm, logdensity_fn, init, update, to_preconditioner, "speed_measure")
+    search = None if initial_step_size is not None else base.StepSizeSearch(start, target, settings.options)
+    loop = base.bind_loop(algorithm, logdensity_fn, init, update, to_preconditioner, "speed_measure", kernel=kernel,
+                          search=search, target_acceptance_rate=target, beta_bounds=BETA_BOUNDS)
     return SpeedMeasureAdaptation(
         init=init,
         update=update,
@@ -540,4 +571,6 @@ def speed_measure(
         preconditioner=preconditioner_kind,
         kernel_options=tuple(sorted(settings.options.items())),
         logdensity_fn=logdensity_fn,
+        sample=loop["sample"],
+        step_size_search=search,
     )

@@ -55,7 +55,9 @@ class DualAveragedStepSize(NamedTuple):
 
     Its ``info`` is the inner tuner's, with ``acceptance_rate``, ``is_accepted``, ``is_divergent`` and
     ``step_size`` those of the move at ``s h``; ``diagnostics`` adds ``step_size_factor`` (``s-bar``) to the inner
-    tuner's and reports the tuned ``s-bar h``. ``inner`` is the wrapped tuner.
+    tuner's and reports the tuned ``s-bar h``. ``inner`` is the wrapped tuner. ``run`` starts as ``inner.run`` would
+    (a searched step size when ``inner`` was built with ``initial_step_size=None``) and ``sample`` draws with the
+    tuned ``(s-bar h, C)`` (:mod:`mcmcvae.adaptation.base`).
     """
 
     init: Callable
@@ -69,6 +71,7 @@ class DualAveragedStepSize(NamedTuple):
     target_acceptance_rate: float
     inner: Any
     logdensity_fn: Callable | None = None
+    sample: Callable | None = None
 
 
 def with_dual_averaged_step_size(inner, *, t0: int = 10, gamma: float = 0.05,
@@ -140,8 +143,12 @@ def with_dual_averaged_step_size(inner, *, t0: int = 10, gamma: float = 0.05,
         return {**inner.diagnostics(state.inner, info), "step_size": tuned.step_size,
                 "log_abs_det": tuned.log_abs_det(), "step_size_factor": jnp.exp(state.factor.log_step_size_avg)}
 
-    loop = base.bind_loop(inner.algorithm, inner.logdensity_fn, init, update, final, "the inner tuner")
+    # run searches the inner tuner's starting step size (when it would), and checks the acceptance against the
+    # target; beta at a bound is expected here (the factor, not beta, reaches the target) and is not checked.
+    loop = base.bind_loop(inner.algorithm, inner.logdensity_fn, init, update, final, "with_dual_averaged_step_size",
+                          kernel=kernel, search=getattr(inner, "step_size_search", None),
+                          target_acceptance_rate=inner.target_acceptance_rate)
     return DualAveragedStepSize(init=init, update=update, final=final, diagnostics=diagnostics,
                                 init_chains=loop["init_chains"], run=loop["run"], algorithm=inner.algorithm,
                                 kernel=kernel, target_acceptance_rate=inner.target_acceptance_rate, inner=inner,
-                                logdensity_fn=inner.logdensity_fn)
+                                logdensity_fn=inner.logdensity_fn, sample=loop["sample"])

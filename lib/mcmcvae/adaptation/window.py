@@ -111,6 +111,11 @@ class WindowAdaptation(NamedTuple):
     init, update, final, diagnostics, init_chains
         The tuner on the module's own kernel, one ``(h, C)`` for all chains (:mod:`mcmcvae.adaptation.base`);
         they need ``num_adaptation_steps``.
+    sample
+        ``sample(rng_key, results, num_samples) -> (positions, SampleInfo)``: draws with the module's kernel, the
+        tuned parameters held fixed, from the chains' last positions; ``positions`` is ``(num_samples, n_chains,
+        d)``. ``results`` is ``run``'s (each chain with its own ``(h, C)``; a batch of chains) or an
+        ``AdaptationResults`` with one ``(h, C)`` (a loop of ``update`` and ``final``).
     algorithm, kernel, target_acceptance_rate, num_integration_steps, logdensity_fn
         The settings.
     """
@@ -126,6 +131,7 @@ class WindowAdaptation(NamedTuple):
     init_chains: Callable
     kernel: Callable
     logdensity_fn: Callable | None = None
+    sample: Callable | None = None
 
 
 def window_adaptation(
@@ -274,7 +280,25 @@ def window_adaptation(
         tuned = final(state)
         return {"step_size": tuned.step_size, "log_abs_det": tuned.log_abs_det()}
 
-    loop = base.bind_loop(algorithm, logdensity_fn, init, update, final, "window_adaptation")
+    def sample(rng_key: PRNGKey, results, num_samples: int):
+        if not isinstance(results, WindowAdaptationResults):
+            return loop["sample"](rng_key, results, num_samples)
+        logdensity = loop["resolve_logdensity"](None)
+        positions = jnp.asarray(results.states.position)
+        if positions.ndim != 2:
+            raise ValueError("window_adaptation.sample: run it on a batch of chains, positions (n_chains, d); got "
+                             f"final positions of shape {positions.shape}")
+
+        def one_chain(key, parameters, position):  # BlackJAX's HMCState becomes the module's state (one gradient)
+            states = kernels.init_chains(algorithm, position[None], logdensity)
+            draws, info = base.sample_chains(kernel, logdensity, key, parameters, states, num_samples)
+            return draws[:, 0], jax.tree.map(lambda x: x[:, 0], info)
+
+        draws, info = jax.vmap(one_chain)(jax.random.split(rng_key, positions.shape[0]), results.parameters,
+                                           positions)
+        return jnp.swapaxes(draws, 0, 1), jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), info)
+
+    loop = base.bind_loop(algorithm, logdensity_fn, init, update, final, "window_adaptation", kernel=kernel)
     return WindowAdaptation(run, algorithm, target, num_steps_l, init=init, update=update, final=final,
                             diagnostics=diagnostics, init_chains=loop["init_chains"], kernel=kernel,
-                            logdensity_fn=logdensity_fn)
+                            logdensity_fn=logdensity_fn, sample=sample)
