@@ -46,12 +46,12 @@ def _tuners(logdensity_fn):
 @pytest.mark.parametrize("name", sorted(_tuners(gaussian)))
 def test_sample_shapes_and_fixed_kernel(name):
     tuner = _tuners(gaussian)[name]
-    # Five steps cannot reach a target: the warning is checked elsewhere.
+    # Five steps cannot reach a target, nor can its kernel mix: the warnings are checked elsewhere.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mv.adaptation.AdaptationWarning)
         results, _ = tuner.run(jax.random.key(0), jnp.zeros((6, 3)), 5)
-    before = jax.tree.map(np.asarray, results.parameters)
-    positions, info = tuner.sample(jax.random.key(1), results, 7)
+        before = jax.tree.map(np.asarray, results.parameters)
+        positions, info = tuner.sample(jax.random.key(1), results, 7)
     assert positions.shape == (7, 6, 3)
     assert info.acceptance_rate.shape == info.is_divergent.shape == info.is_accepted.shape == (7, 6)
     assert info.is_divergent.dtype == jnp.bool_
@@ -240,3 +240,23 @@ def test_target_that_is_minus_infinity_on_half_the_space(algorithm):
     assert np.all(np.asarray(positions) > 0)
     mean, sd = np.sqrt(2 / np.pi), np.sqrt(1 - 2 / np.pi)
     _assert_moments(positions, jnp.full(4, mean), jnp.full(4, sd))
+
+
+def test_sample_warns_when_the_tuned_kernel_does_not_mix():
+    """A kernel that accepts nearly everything but barely moves passes run's acceptance check; sample sees that the
+    chains, started far apart, still disagree (R-hat), and says so; a healthy kernel draws without a warning."""
+    import warnings
+
+    logdensity_fn = lambda z: -0.5 * jnp.sum(z**2)  # noqa: E731
+    tuner = mv.adaptation.fixed(mv.kernels.mala, logdensity_fn, step_size=1e-3)
+    starts = jnp.linspace(-5.0, 5.0, 8)[:, None] * jnp.ones((8, 2))
+    results, _ = tuner.run(jax.random.key(0), starts, 1)
+    with pytest.warns(mv.adaptation.AdaptationWarning, match=r"chains disagree \(largest R-hat"):
+        tuner.sample(jax.random.key(1), results, 50)
+    healthy = mv.adaptation.fixed(mv.kernels.mala, logdensity_fn, step_size=1.0)
+    results, _ = healthy.run(jax.random.key(0), jax.random.normal(jax.random.key(2), (8, 2)), 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mv.adaptation.AdaptationWarning)
+        healthy.sample(jax.random.key(1), results, 500)
+    calm = mv.adaptation.SampleInfo(*(jnp.zeros((10, 4), bool),) * 3)
+    assert mv.adaptation.sampling_problems(jnp.full((10, 4, 2), jnp.nan), calm) == ("some draws are not finite",)

@@ -31,7 +31,13 @@ Examples
 """
 
 from mcmcvae.adaptation import base, logdet
-from mcmcvae.adaptation.base import AdaptationResults, AdaptationWarning, SampleInfo, adaptation_problems
+from mcmcvae.adaptation.base import (
+    AdaptationResults,
+    AdaptationWarning,
+    SampleInfo,
+    adaptation_problems,
+    sampling_problems,
+)
 from mcmcvae.adaptation.dual_averaging import (
     DualAveragingAdaptation,
     DualAveragingAdaptationState,
@@ -70,6 +76,7 @@ __all__ = [
     "AdaptationWarning",
     "SampleInfo",
     "adaptation_problems",
+    "sampling_problems",
     "DualAveragedStepSize",
     "DualAveragedStepSizeState",
     "DualAveragingAdaptation",

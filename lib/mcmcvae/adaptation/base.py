@@ -272,6 +272,38 @@ def adaptation_problems(info, target_acceptance_rate: float | None, *, beta_boun
     return tuple(problems)
 
 
+#: ``sample`` warns when the chains' potential scale reduction (R-hat) exceeds this (Gelman and Rubin's 1.1).
+RHAT_TOLERANCE = 1.1
+
+
+def sampling_problems(positions, info, *, rhat_tolerance: float = RHAT_TOLERANCE,
+                      divergence_tolerance: float = DIVERGENCE_TOLERANCE) -> tuple[str, ...]:
+    """What went wrong in a draw with a tuned kernel; host-side.
+
+    Chains that disagree (the largest R-hat over coordinates, from ``blackjax.diagnostics``, above
+    ``rhat_tolerance``; checked with at least 2 chains and 4 draws each), non-finite draws, and more than
+    ``divergence_tolerance`` of the transitions divergent. A tuned kernel that does not mix, which ``run`` cannot
+    see from its acceptance rates, is caught here.
+    """
+    from blackjax.diagnostics import potential_scale_reduction
+
+    positions = np.asarray(positions)
+    problems = []
+    if not np.all(np.isfinite(positions)):
+        problems.append("some draws are not finite")
+    elif positions.shape[0] >= 4 and positions.shape[1] >= 2:
+        rhat = float(np.max(np.asarray(potential_scale_reduction(positions, chain_axis=1, sample_axis=0))))
+        if not rhat <= rhat_tolerance:
+            problems.append(f"the chains disagree (largest R-hat {rhat:.3g} > {rhat_tolerance}): the tuned kernel "
+                            "does not mix within these draws; draw more, adapt longer, or try another step-size "
+                            "rule (docs/kernels.md)")
+    divergent = float(np.mean(np.asarray(info.is_divergent)))
+    if divergent > divergence_tolerance:
+        problems.append(f"{divergent:.0%} of the transitions diverged (more than {divergence_tolerance:.0%}): "
+                        "the tuned step is too long for part of the target")
+    return tuple(problems)
+
+
 def _warn(tuner_name: str, problems: tuple) -> None:
     if problems:
         warnings.warn(f"{tuner_name}.run: " + "; ".join(problems), AdaptationWarning, stacklevel=3)
@@ -363,6 +395,10 @@ def bind_loop(algorithm: ModuleType, logdensity_fn: Callable | None, init: Calla
             raise ValueError(f"{tuner_name} has no kernel to sample with")
         positions, info = sample_chains(kernel, resolve_logdensity(None), rng_key, results.parameters,
                                         results.states, num_samples)
+        if not _is_traced(positions):
+            problems = sampling_problems(positions, info)
+            if problems:
+                warnings.warn(f"{tuner_name}.sample: " + "; ".join(problems), AdaptationWarning, stacklevel=2)
         return positions, info
 
     return {"resolve_logdensity": resolve_logdensity, "init_chains": init_chains, "run": run, "sample": sample}
