@@ -300,7 +300,8 @@ def sampling_problems(positions, info, *, rhat_tolerance: float = RHAT_TOLERANCE
     divergent = float(np.mean(np.asarray(info.is_divergent)))
     if divergent > divergence_tolerance:
         problems.append(f"{divergent:.0%} of the transitions diverged (more than {divergence_tolerance:.0%}): "
-                        "the tuned step is too long for part of the target")
+                        "the tuned step is too long for part of the target, or proposals leave its support "
+                        "(those count as divergences: sample a positive parameter on the log scale)")
     return tuple(problems)
 
 

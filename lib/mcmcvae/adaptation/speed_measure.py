@@ -75,9 +75,10 @@ __all__ = [
 PRECONDITIONER_KINDS = ("diagonal", "lower_triangular")
 BETA_BOUNDS = (1e-3, 100.0)
 LOG_DET_METHODS = ("auto", "exact", "stochastic")
-# Up to this latent dimension log_det="auto" computes the HMC entropy's log-det term exactly: d batched
-# Hessian-vector products cost less there than the roulette's sequential ones (docs/benchmark.md).
-EXACT_LOG_DET_MAX_DIM = 32
+# Up to this latent dimension log_det="auto" computes the HMC entropy's log-det term exactly: there d batched
+# Hessian-vector products and a factorisation cost less than the roulette's loop. Measured on 2 CPU cores with an
+# MLP decoder (results/profile-step.md): exact/roulette time 0.52 at d = 2, 0.92 at 4, 2.05 at 8, 27.9 at 32.
+EXACT_LOG_DET_MAX_DIM = 4
 
 
 class SpeedMeasureParams(NamedTuple):
@@ -362,8 +363,8 @@ def speed_measure(
         Russian-roulette estimate (:func:`mcmcvae.adaptation.logdet.log_det_identity_minus`); ``"exact"``, its
         expectation from ``d`` batched Hessian-vector products and a factorisation
         (:func:`mcmcvae.adaptation.logdet.exact_log_det_identity_minus`), with the same gradient path and no
-        estimator variance; ``"auto"`` (default), exact up to ``EXACT_LOG_DET_MAX_DIM`` dimensions, where it is
-        also the cheaper of the two (docs/benchmark.md), stochastic above.
+        estimator variance; ``"auto"`` (default), exact up to ``EXACT_LOG_DET_MAX_DIM`` (= 4) dimensions, where it
+        is also the cheaper of the two on a CPU (results/profile-step.md), stochastic above.
     **kernel_options
         Passed to ``algorithm.build_kernel``: for MALA and HMC ``stop_gradient_proposal_grad`` (ignore how
         ``grad U`` at the proposal moves with ``(h, C)``, the biased gradient of the paper's code; default full
