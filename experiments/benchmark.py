@@ -213,7 +213,7 @@ def adaptation_case(algorithm: str, preconditioner: str, adapt: bool, num_integr
 
         @jax.jit
         def plain_step(key, chains, state):
-            precond = tuner.to_preconditioner(state)
+            precond = tuner.final(state)
             keys = jax.random.split(key, z0.shape[0])
             step = jax.vmap(lambda k, c, x: kernel(k, c, lambda z: model.log_joint(params, x, z), precond)[0])
             return step(keys, chains, images), state

@@ -63,7 +63,8 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     protocol["variance_factor"] = 1.5
     rows, body = [], []
     for tag, options in budget["configurations"]:
-        method = mv.methods.build("vae" if tag == "vae" else "hvae", share_step_sizes=False, **options)
+        name = "vae" if tag == "vae" else "hvae"
+        method = mv.methods.build(name, **mv.methods.select_options(name, dict(share_step_sizes=False, **options)))
         run_dir = runs / f"{tag}-seed{seed}"
         # an interrupted run resumes from its last checkpoint; a finished one is restored, not retrained
         params, state, train_seconds = mv.train.fit(model, [Phase(method, budget["epochs"])], train,

@@ -44,7 +44,7 @@ def adapt(rng_key, algorithm, covariance: np.ndarray, num_chains: int, num_steps
     positions = jax.random.normal(key_init, (num_chains, dim)) @ chol.T  # the chains start in the target
 
     def transformed_condition_number(state):
-        c = tuner.to_preconditioner(state).matrix()
+        c = tuner.final(state).matrix()
         eigenvalues = jnp.linalg.eigvalsh(c.T @ precision @ c)
         return eigenvalues[-1] / eigenvalues[0]
 
@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
             f"mean_acceptance_last_{last}_steps": float(acceptance[-last:].mean()),
             "target_acceptance_rate": tuner.target_acceptance_rate,
             "final_beta": float(beta[-1]),
-            "final_step_size": float(tuner.to_preconditioner(state).step_size),
+            "final_step_size": float(tuner.final(state).step_size),
             "seconds_including_compilation": round(seconds, 1),
         }
         (line,) = axes[0].plot(np.arange(1, args.num_steps + 1), condition_numbers, label=label)

@@ -189,9 +189,9 @@ def run_dims(dims: str, *, budget: str = "paper") -> tuple[list[dict], dict]:
     # MCMC phase, every method from the same hVAE parameters
     for name in budget["methods"]:
         method_name, preconditioner = METHODS[name]
-        method = mv.methods.build(method_name, num_mcmc_steps=schedule["num_mcmc_steps"],
-                                  num_integration_steps=NUM_INTEGRATION_STEPS, preconditioner=preconditioner,
-                                  learning_rate=LEARNING_RATE)
+        method = mv.methods.build(method_name, **mv.methods.select_options(method_name, dict(
+            num_mcmc_steps=schedule["num_mcmc_steps"], num_integration_steps=NUM_INTEGRATION_STEPS,
+            preconditioner=preconditioner, learning_rate=LEARNING_RATE)))
         tic, cpu = time.perf_counter(), _cpu_seconds()
         trainer = Trainer(model, [Phase(method, schedule["mcmc_epochs"])], batch_size=BATCH_SIZE, seed=SEED,
                           progress=False)
@@ -201,7 +201,7 @@ def run_dims(dims: str, *, budget: str = "paper") -> tuple[list[dict], dict]:
         c = np.asarray(kernel.matrix(), np.float64)
         precision, condition, gap = _evaluate(_exact(model, params, offset, scale), true_log_likelihood, test_x)
         transformed = hierarchical.condition_number(c.T @ precision @ c)
-        steps = NUM_INTEGRATION_STEPS if method.algorithm == "hmc" else 1
+        steps = NUM_INTEGRATION_STEPS if method.kernel is mv.kernels.hmc else 1
         gradients = schedule["mcmc_epochs"] * num_batches * BATCH_SIZE * (1 + schedule["num_mcmc_steps"] * steps)
         extra = {"epochs": schedule["mcmc_epochs"], "num_mcmc_steps": schedule["num_mcmc_steps"],
                  "step_size": float(kernel.step_size), "train_seconds": seconds}

@@ -100,9 +100,9 @@ def run_case(dataset: str, num_layers: int, *, quick: bool = False, out_dir=None
         if name == "vae":
             method = elbo
         else:
-            method = hierarchical.FreezeParams(mv.methods.build(
-                name, num_mcmc_steps=budget["num_mcmc_steps"], num_integration_steps=NUM_INTEGRATION_STEPS,
-                learning_rate=LEARNING_RATE), groups=("prior",))
+            method = hierarchical.FreezeParams(mv.methods.build(name, **mv.methods.select_options(name, dict(
+                num_mcmc_steps=budget["num_mcmc_steps"], num_integration_steps=NUM_INTEGRATION_STEPS,
+                learning_rate=LEARNING_RATE))), groups=("prior",))
         params, state, seconds = _run(model, [Phase(method, budget["mcmc_epochs"])], train, runs / name, dataset,
                                       params=_copy(hvae_params))
 

@@ -49,8 +49,7 @@ BUDGETS = {
 for _budget in BUDGETS.values():
     for _key in ("methods", "learning_rates", "results_name"):
         _budget.pop(_key, None)
-# dshmc's own target, and gradhmc's (unreached): the library's default for HMC (mv.methods.build('dshmc'))
-DEFAULT_TARGET = 0.65
+DEFAULT_TARGET = mv.kernels.hmc.DEFAULT_TARGET_ACCEPTANCE_RATE  # dshmc's own, and gradhmc's (unreached)
 
 
 def runs_of(budget: dict) -> list[tuple[str, str, dict, float | None]]:

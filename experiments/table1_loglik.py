@@ -48,7 +48,7 @@ METHODS = [
 # gradhmc-lt-da learns (h, C) as gradhmc-lt but moves its chains with a dual-averaged multiple of h, so that it
 # accepts at the target rate that gradHMC's own objective stops short of (mcmcvae.adaptation.speed_measure).
 VARIANTS = [
-    ("gradhmc-lt-da", "gradhmc", {"preconditioner": "lower_triangular", "step_size_adaptation": "dual_averaging"}),
+    ("gradhmc-lt-da", "gradhmc", {"preconditioner": "lower_triangular", "dual_averaged_step_size": True}),
 ]
 VARIANT_NAMES = tuple(name for name, _, _ in VARIANTS)
 DATASETS = {
@@ -152,8 +152,8 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                 chosen = budget.get("methods")
                 if (chosen is not None and row_name not in chosen) or (chosen is None and row_name in VARIANT_NAMES):
                     continue
-                method = mv.methods.build(method_name, learning_rate=mcmc_lr, num_mcmc_steps=K,
-                                          num_integration_steps=L, **options)
+                method = mv.methods.build(method_name, **mv.methods.select_options(method_name, dict(
+                    learning_rate=mcmc_lr, num_mcmc_steps=K, num_integration_steps=L, **options)))
                 result = _train_from(NAME, f"{budget_name}/{dataset}-{row_name}{suffix}", model, method,
                                      budget["mcmc_epochs"], train, test, pretrained, seed=seed, budget=budget,
                                      out_dir=out_dir, progress=not quick, dataset=dataset)

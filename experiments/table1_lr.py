@@ -119,8 +119,8 @@ def train_and_validate(dataset: str, model, fit, validation, pretrained, budget:
     from mcmcvae.train import Phase
 
     seed = budget["seed"]
-    method = mv.methods.build(method_name, learning_rate=learning_rate, num_mcmc_steps=table1.K,
-                              num_integration_steps=table1.L, **options)
+    method = mv.methods.build(method_name, **mv.methods.select_options(method_name, dict(
+        learning_rate=learning_rate, num_mcmc_steps=table1.K, num_integration_steps=table1.L, **options)))
     params, state, train_seconds = mv.train.fit(
         model, [Phase(method, budget["mcmc_epochs"])], fit, run_dir=run_dir, seed=seed,
         params=jax.tree_util.tree_map(np.array, pretrained), progress=not quick,

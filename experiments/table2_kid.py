@@ -86,8 +86,8 @@ def run_part(dataset: str, seed: int, *, quick: bool = False, out_dir=None, budg
         if prior != "standard":  # a learnt prior: the ELBO from scratch for all the epochs
             phases, start = [Phase(elbo, total_epochs)], None
         else:
-            method = mv.methods.build(method_name, learning_rate=LEARNING_RATE, num_mcmc_steps=K,
-                                      num_integration_steps=L, **options)
+            method = mv.methods.build(method_name, **mv.methods.select_options(method_name, dict(
+                learning_rate=LEARNING_RATE, num_mcmc_steps=K, num_integration_steps=L, **options)))
             phases, start = [Phase(method, budget["mcmc_epochs"])], pretrained
         run_dir = runs / f"{dataset}-{row_name}-seed{seed}"
         params, _, seconds = mv.train.fit(model, phases, train, run_dir=run_dir, seed=seed, params=start,

@@ -514,8 +514,8 @@ def _train_generative(model, class_tag, images, seed, budget, runs, *, progress)
         batch_size=BATCH_SIZE, progress=progress, binarize="dynamic", extra_config=config)
     params = {}
     for method in budget["methods"]:
-        built = mv.methods.build(method, learning_rate=LEARNING_RATE, num_mcmc_steps=K, num_integration_steps=L,
-                                 preconditioner="diagonal")
+        built = mv.methods.build(method, **mv.methods.select_options(method, dict(
+            learning_rate=LEARNING_RATE, num_mcmc_steps=K, num_integration_steps=L, preconditioner="diagonal")))
         # A seed of its own, so that the last phase's batch orders and binarisations do not repeat the
         # pre-training's (the parameters come from the pre-trained VAE, not from this seed).
         params[method], _, _ = mv.train.fit(

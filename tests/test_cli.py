@@ -63,8 +63,6 @@ def test_linear_hvae_trains_and_evaluates_with_its_exact_log_likelihood(tmp_path
 @pytest.mark.parametrize("args,message", [
     (["train", "--dataset", "mnist", "--method", "gibbs", "--out", "x"], "valid methods: vae, iwae, mala"),
     (["train", "--dataset", "imagenet", "--method", "vae", "--out", "x"], "mnist"),
-    (["train", "--dataset", "mnist", "--method", "dshmc", "--step-size-adaptation", "dual_averaging", "--out", "x"],
-     "option of gradmala and gradhmc"),
 ])
 def test_unknown_names_list_the_valid_ones(args, message, capsys):
     assert main(args) == 2
@@ -103,3 +101,72 @@ def test_experiment_outside_a_clone_is_a_clear_error(tmp_path, monkeypatch, caps
     assert main(["experiment", "list"]) == 2
     err = capsys.readouterr().err
     assert f"no experiments/run.py in {tmp_path} or any folder above it" in err and "clone" in err
+
+
+# ------------------------------------------------------------------------------- user errors, never tracebacks
+_LINEAR = ["train", "--dataset", "linear_hvae", "--latent-sizes", "2,3", "--method", "vae", "--batch-size", "50",
+           "--train-size", "200", "--no-progress"]
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--batch-size", "0"), ("--batch-size", "-10"), ("--epochs", "-1"), ("--learning-rate", "nan"),
+    ("--learning-rate", "-1e-3"), ("--learning-rate", "0"), ("--learning-rate", "inf"), ("--num-samples", "0"),
+    ("--train-size", "0"), ("--latent-dim", "0"), ("--mcmc-epochs", "-2"),
+])
+def test_bad_train_values_are_usage_errors_that_make_no_directory(tmp_path, capsys, option, value):
+    out = tmp_path / "run"
+    assert main([*_LINEAR, "--out", str(out), f"{option}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: expected a" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--epochs", "0"], "no epoch to train"),
+    (["--batch-size", "300"], "lower batch_size"),
+])
+def test_runs_that_cannot_train_make_no_directory(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert main([*_LINEAR, "--out", str(out), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [["evaluate", "RUN", "--num-samples", "0"], ["evaluate", "RUN", "--tau", "nan"],
+                                  ["evaluate", "RUN", "--batch-size", "-1"]])
+def test_bad_evaluate_values_are_usage_errors(tmp_path, capsys, args):
+    assert main([a.replace("RUN", str(tmp_path)) for a in args]) == 2
+    assert "expected a positive" in capsys.readouterr().err
+
+
+def test_resume_lock_unfinished_and_foreign_runs(tmp_path, capsys):
+    from mcmcvae.train import _RunLock
+
+    out = tmp_path / "run"
+    assert main([*_LINEAR, "--out", str(out), "--epochs", "1"]) == 0
+    stored = (out / "config.json").read_text()
+    # a changed run is refused, naming the field; config.json is not rewritten
+    assert main([*_LINEAR, "--out", str(out), "--epochs", "2", "--learning-rate", "0.01", "--resume"]) == 2
+    assert "phases[0].method.learning_rate (stored 0.001, requested 0.01)" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == stored
+    # a directory in use is refused, naming the holder
+    holder = _RunLock(out)
+    try:
+        assert main([*_LINEAR, "--out", str(out), "--epochs", "2", "--resume"]) == 2
+        assert "in use by another training run (pid" in capsys.readouterr().err
+    finally:
+        holder.release()
+    # an unfinished run (1 of 2 epochs) is scored with a warning and eval.json says which epoch
+    config = json.loads(stored)
+    config["phases"][0]["num_epochs"] = 2
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", str(out), "--num-samples", "10", "--num-images", "20"]) == 0
+    assert "is unfinished: scoring its checkpoint after epoch 1 of 2" in capsys.readouterr().err
+    result = json.loads((out / "eval.json").read_text())
+    assert result["trained_epochs"] == 1 and result["total_epochs"] == 2 and result["finished"] is False
+    # a foreign config.json is a clear error for every command that reads runs
+    (out / "config.json").write_text('{"learning_rate": 0.1}')
+    for command in (["evaluate", str(out)], ["report", str(out)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "is not the configuration of an mcmcvae training run" in err and "KeyError" not in err

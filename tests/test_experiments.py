@@ -148,7 +148,7 @@ def test_table1_acceptance_plans_its_runs_and_compares_like_with_like(tmp_path):
     assert plan[2][2] == {"target_acceptance_rate": 0.85} and plan[3][1:3] == ("gradhmc", {"preconditioner":
                                                                                           "lower_triangular"})
     # the variant is gradhmc-lt with the chains moved by a dual-averaged multiple of h
-    assert plan[4][1:3] == ("gradhmc", {"preconditioner": "lower_triangular", "step_size_adaptation": "dual_averaging"})
+    assert plan[4][1:3] == ("gradhmc", {"preconditioner": "lower_triangular", "dual_averaged_step_size": True})
     # the same split, pre-training, rate and schedule as table1-lr's 10-epoch MNIST study, whose runs it repeats
     ten = table1_lr.BUDGETS["cpu-mnist-10epochs"]
     assert all(cpu[k] == ten[k] for k in ("datasets", "vae_epochs", "mcmc_epochs", "validation_size",

@@ -60,9 +60,9 @@ def test_a_finished_run_is_restored_not_retrained(tmp_path):
 def test_a_folder_holding_another_run_is_refused(tmp_path):
     _fit(tmp_path / "run")
     model, phases = _setting()
-    with pytest.raises(ValueError, match="another configuration .*differs in seed"):
+    with pytest.raises(ValueError, match=r"differs from the stored one in seed \(stored 0, requested 1\)"):
         mv.train.fit(model, phases, IMAGES, run_dir=tmp_path / "run", seed=1, batch_size=20, progress=False)
-    with pytest.raises(ValueError, match="differs in dataset"):
+    with pytest.raises(ValueError, match=r"differs from the stored one in dataset"):
         _fit(tmp_path / "run", extra_config={"dataset": "mnist"})
 
 

@@ -10,14 +10,49 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import sys
+import warnings
 
 __all__ = ["main", "build_parser"]
 
 # Methods trained from scratch; the others run after --epochs of plain VAE training.
 AMORTISED = ("vae", "iwae", "hvae", "aiwae")
 from mcmcvae.data.datasets import LINEAR_HVAE  # the synthetic dataset, with its own (linear hierarchical) model
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is a usage error, before any file is read or written)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (learning rates, scales, factors; NaN and inf are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,32 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--prior", default="standard", choices=("standard", "mog", "vamp"))
     train.add_argument("--likelihood", default=None, choices=("bernoulli", "logistic256", "gaussian"),
                        help="default: bernoulli for images, gaussian for linear_hvae (its only likelihood)")
-    train.add_argument("--likelihood-scale", type=float, default=0.1,
+    train.add_argument("--likelihood-scale", type=_positive_float, default=0.1,
                        help="logistic scale s or Gaussian std of the likelihood")
     train.add_argument("--learn-likelihood-scale", action="store_true")
     train.add_argument("--architecture", default="mlp", choices=("mlp", "conv"))
     train.add_argument("--hidden-sizes", default="200,200",
                        help="comma-separated MLP layer sizes ('' for none: linear encoder and decoder)")
-    train.add_argument("--latent-dim", type=int, default=10)
+    train.add_argument("--latent-dim", type=_positive_int, default=10)
     train.add_argument("--latent-sizes", default="10,20",
                        help="linear_hvae: comma-separated layer sizes d_1,...,d_L of the generating and the learnt "
                             "linear hierarchical model (data dimension 2 d_L)")
-    train.add_argument("--epochs", type=int, default=10, help="plain-VAE epochs (the method's own for vae/iwae)")
-    train.add_argument("--mcmc-epochs", type=int, default=0, help="epochs of the MCMC method after the VAE epochs")
-    train.add_argument("--num-mcmc-steps", type=int, default=None,
+    train.add_argument("--epochs", type=_count, default=10, help="plain-VAE epochs (the method's own for vae/iwae)")
+    train.add_argument("--mcmc-epochs", type=_count, default=0, help="epochs of the MCMC method after the VAE epochs")
+    train.add_argument("--num-mcmc-steps", type=_positive_int, default=None,
                        help="K, kernel steps per batch (default: the method's, 10 for Algorithm 1, 8 for vcd)")
-    train.add_argument("--num-leapfrog-steps", type=int, default=None,
+    train.add_argument("--num-leapfrog-steps", type=_positive_int, default=None,
                        help="L, leapfrog steps per HMC step (default: the method's, 2 for Algorithm 1, 5 for vcd)")
     train.add_argument("--preconditioner", default="diagonal", choices=("diagonal", "lower_triangular"))
-    train.add_argument("--step-size-adaptation", default="speed_measure", choices=("speed_measure", "dual_averaging"),
-                       help="gradmala/gradhmc: the paper's (speed_measure), or chains moved with a dual-averaged "
-                            "multiple of the learnt h (dual_averaging; a variant that reaches the target acceptance)")
-    train.add_argument("--num-samples", type=int, default=None, help="k importance samples (iwae)")
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--batch-size", type=int, default=100)
+    train.add_argument("--num-samples", type=_positive_int, default=None, help="k importance samples (iwae)")
+    train.add_argument("--learning-rate", type=_positive_float, default=1e-3)
+    train.add_argument("--batch-size", type=_positive_int, default=100)
     train.add_argument("--binarize", default=None, choices=("static", "dynamic", "none"),
                        help="default: static (threshold 0.5) for a Bernoulli likelihood, none otherwise")
-    train.add_argument("--train-size", type=int, default=None, help="keep the first N training images")
+    train.add_argument("--train-size", type=_positive_int, default=None, help="keep the first N training images")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,18 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=pathlib.Path)
     evaluate.add_argument("--method", default="importance", choices=("importance", "ais"),
                           help="estimator: importance sampling, or annealed importance sampling from the same proposal")
-    evaluate.add_argument("--num-samples", type=int, default=5000, help="S, importance samples per image")
-    evaluate.add_argument("--num-temperatures", type=int, default=100, help="T, AIS temperatures (--method ais)")
-    evaluate.add_argument("--num-chains", type=int, default=16, help="K, AIS chains per image (--method ais)")
-    evaluate.add_argument("--num-leapfrog-steps", type=int, default=5,
+    evaluate.add_argument("--num-samples", type=_positive_int, default=5000, help="S, importance samples per image")
+    evaluate.add_argument("--num-temperatures", type=_positive_int, default=100,
+                          help="T, AIS temperatures (--method ais)")
+    evaluate.add_argument("--num-chains", type=_positive_int, default=16, help="K, AIS chains per image (--method ais)")
+    evaluate.add_argument("--num-leapfrog-steps", type=_positive_int, default=5,
                           help="leapfrog steps per AIS HMC transition (--method ais)")
     evaluate.add_argument("--step-size", type=float, default=None,
                           help="fixed AIS leapfrog step size, in units of the proposal's scale, for an exactly "
                                "unbiased estimate of p(x) (--method ais; default: adapted per temperature)")
     evaluate.add_argument("--split", default="test", choices=("test", "train"))
-    evaluate.add_argument("--tau", type=float, default=1.5, help="factor on the proposal's variance")
-    evaluate.add_argument("--num-images", type=int, default=None, help="evaluate only the first N images")
-    evaluate.add_argument("--batch-size", type=int, default=100)
+    evaluate.add_argument("--tau", type=_positive_float, default=1.5, help="factor on the proposal's variance")
+    evaluate.add_argument("--num-images", type=_positive_int, default=None, help="evaluate only the first N images")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=100)
     evaluate.add_argument("--seed", type=int, default=0)
 
     data = sub.add_parser("data", help="datasets")
@@ -99,21 +132,34 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--num-samples", type=int, default=5000,
                         help="k of the L_k bound (5000: the NVLB), and S of the log-likelihood without eval.json")
     report.add_argument("--num-images", type=int, default=1000, help="evaluate the first N test images")
-    report.add_argument("--batch-size", type=int, default=100)
+    report.add_argument("--batch-size", type=int, default=100)  # write_report checks its own counts
     report.add_argument("--seed", type=int, default=0)
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"mcmcvae: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None) -> int:
+    """Run one command; user errors (bad values, files, a busy run directory, a run that cannot progress) print
+    ``mcmcvae: error: ...`` and return 2, warnings print one ``mcmcvae: warning: ...`` line each."""
+    from mcmcvae.train import RunInUseError
+
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["experiment"]:  # everything after it is the runner's, options first included
         return _experiment(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "evaluate": _evaluate, "data": _data, "report": _report}[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"mcmcvae: error: {error}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed the usage error (or the help): return its status
+        return exit_.code if isinstance(exit_.code, int) else 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            return {"train": _train, "evaluate": _evaluate, "data": _data, "report": _report}[args.command](args)
+        except (ValueError, TypeError, OSError, FloatingPointError, RunInUseError) as error:
+            print(f"mcmcvae: error: {error}", file=sys.stderr)
+            return 2
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -133,12 +179,20 @@ def _train(args) -> int:
 
     method_name = args.method
     mv.methods.build(method_name)  # an unknown name fails here, before any data is read
-    if args.step_size_adaptation != "speed_measure" and method_name not in ("gradmala", "gradhmc"):
-        raise ValueError(f"--step-size-adaptation is an option of gradmala and gradhmc, not of {method_name}; drop it")
+    if args.epochs + (0 if method_name in AMORTISED else args.mcmc_epochs) < 1:
+        raise ValueError("the run has no epoch to train: set --epochs (or --mcmc-epochs) to at least 1")
     latent_sizes = _int_list(args.latent_sizes, "--latent-sizes")
     if args.dataset == LINEAR_HVAE:
         if args.likelihood not in (None, "gaussian") or args.binarize not in (None, "none"):
             raise ValueError("linear_hvae is real-valued with a Gaussian likelihood: drop --likelihood/--binarize")
+        unused = [option for option, value, default in (
+            ("--architecture", args.architecture, "mlp"), ("--hidden-sizes", args.hidden_sizes, "200,200"),
+            ("--latent-dim", args.latent_dim, 10), ("--prior", args.prior, "standard"),
+            ("--likelihood-scale", args.likelihood_scale, 0.1),
+            ("--learn-likelihood-scale", args.learn_likelihood_scale, False)) if value != default]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} shape image models; linear_hvae's model is set by --latent-sizes: "
+                             "drop them")
         binarize = "none"
         images = load_training_images(args.dataset, split="train", binarize=binarize, train_size=args.train_size,
                                       latent_sizes=latent_sizes)
@@ -155,11 +209,11 @@ def _train(args) -> int:
         )
     options = {"learning_rate": args.learning_rate, "num_mcmc_steps": args.num_mcmc_steps,
                "num_integration_steps": args.num_leapfrog_steps, "preconditioner": args.preconditioner}
-    if args.step_size_adaptation != "speed_measure":
-        options["step_size_adaptation"] = args.step_size_adaptation
     if args.num_samples is not None:
         options["num_samples"] = args.num_samples
-    options["num_data"] = images.shape[0]  # vcd's per-image control variates (other methods ignore it)
+    options["num_data"] = images.shape[0]  # vcd's per-image control variates
+    # each method gets only the options it takes (mv.methods.build is strict); unset ones keep its defaults
+    options = mv.methods.select_options(method_name, {k: v for k, v in options.items() if v is not None})
     if method_name in AMORTISED:
         phases = [Phase(mv.methods.build(method_name, **options), args.epochs)]
     else:
@@ -172,9 +226,13 @@ def _train(args) -> int:
                       extra_config={"dataset": args.dataset, "train_size": args.train_size,
                                     **({"latent_sizes": latent_sizes} if args.dataset == LINEAR_HVAE else {})})
     trainer.run(images, resume=args.resume)
-    last = json.loads((args.out / "metrics.jsonl").read_text().splitlines()[-1])
+    rows = mv.train.read_metrics(args.out)
+    last = rows[-1]
+    skipped = sum(r.get("nonfinite_updates", 0) for r in rows)
+    note = f"; {skipped} non-finite updates skipped (see metrics.jsonl)" if skipped else ""
     print(f"trained {method_name} on {args.dataset} ({images.shape[0]} images) for "
-          f"{sum(p.num_epochs for p in phases)} epochs: final loss {last.get('loss', float('nan')):.3f}; run in {args.out}")
+          f"{sum(p.num_epochs for p in phases)} epochs: final loss {last.get('loss', float('nan')):.3f}{note}; "
+          f"run in {args.out}")
     return 0
 
 
@@ -202,8 +260,12 @@ def _evaluate(args) -> int:
         raise ValueError(f"--step-size fixes AIS's leapfrog step: it needs --method ais and a positive value, got "
                          f"--method {args.method} --step-size {args.step_size}")
     model, method, params, state, config = load_run(args.run_dir)
-    dataset = config["dataset"]
+    trained = config["trained"]
+    if not trained["finished"]:
+        print(f"mcmcvae: warning: {args.run_dir} is unfinished: scoring its checkpoint after epoch "
+              f"{trained['global_epoch']} of {trained['total_epochs']}", file=sys.stderr)
     images = load_evaluation_images(config, split=args.split, num_images=args.num_images)
+    dataset = config["dataset"]
     model.validate_images(images)
     key = jax.random.key(args.seed)
     if args.method == "ais":
@@ -217,7 +279,9 @@ def _evaluate(args) -> int:
     summary.pop("per_image")
     if args.method == "ais":
         summary["step_size"] = "adapted" if args.step_size is None else args.step_size
-    summary.update({"split": args.split, "dataset": dataset, "method": method.name, "seed": args.seed})
+    summary.update({"split": args.split, "dataset": dataset, "method": method.name, "seed": args.seed,
+                    "trained_epochs": trained["global_epoch"], "total_epochs": trained["total_epochs"],
+                    "finished": trained["finished"]})
     if dataset == LINEAR_HVAE:  # the learnt linear model's log-likelihood is also known exactly
         summary[f"exact_{args.split}_log_likelihood"] = float(np.mean(model.log_marginal(params, images)))
     (args.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))

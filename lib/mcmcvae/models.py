@@ -254,16 +254,32 @@ def likelihood_distribution(likelihood: str, decoded: Array, scale: Array) -> di
 
 
 def validate_images(images, image_shape: tuple[int, ...], likelihood: str) -> None:
-    """Check a host-side image array against a model: shape, finiteness, range and (Bernoulli) binarity.
+    """Check a host-side image array against a model: dtype, shape, finiteness, range and (Bernoulli) binarity.
 
     Called before training and evaluation, never inside jitted code.
+
+    Raises
+    ------
+    TypeError
+        For a non-numeric dtype.
+    ValueError
+        Naming the problem and the fix: a flat ``(n, 784)`` array (reshape to ``(n, 28, 28, 1)``), no images,
+        NaN or infinite pixels, pixels outside [0, 1] (divide 8-bit images by 255), grey pixels for a Bernoulli
+        likelihood (binarise them).
     """
     images = np.asarray(images)
+    if images.dtype.kind not in "biuf":
+        raise TypeError(f"images must be a numeric array of pixel intensities in [0, 1], got dtype {images.dtype}")
+    shape = ", ".join(map(str, image_shape))
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
-        raise ValueError(
-            f"images must have shape (n, {', '.join(map(str, image_shape))}), got {images.shape}; "
-            "reshape flat vectors to (n, H, W, C) with the model's image_shape"
-        )
+        fix = "reshape flat vectors to (n, H, W, C) with the model's image_shape"
+        if images.ndim >= 2 and int(np.prod(images.shape[1:])) == int(np.prod(image_shape)):
+            fix = f"reshape them with images.reshape(-1, {shape})"
+        elif images.ndim == len(image_shape) and tuple(images.shape) == tuple(image_shape):
+            fix = "a single image needs a leading batch axis: images[None]"
+        raise ValueError(f"images must have shape (n, {shape}), got {images.shape}; {fix}")
+    if images.shape[0] == 0:
+        raise ValueError("images hold no image (n = 0); pass at least one")
     if not np.all(np.isfinite(images)):
         bad = int(np.sum(~np.isfinite(images)))
         raise ValueError(f"images contain {bad} NaN or infinite pixels; clean or drop those images before training")

@@ -12,7 +12,7 @@ and its test images, and writes, beside ``config.json``:
   ``q0`` means), ``report-traversals.png`` (latent traversals through the first test image's ``q0`` mean,
   most active units first) and ``report-training.png`` (the curves of ``metrics.jsonl``).
 
-The test log-likelihood comes from ``RUN_DIR/eval.json`` (written by ``mcmcvae evaluate``) when that file
+The test log-likelihood comes from ``RUN_DIR/eval.json`` (written by ``mcmcvae evaluate``) when that file, scored on the same checkpoint,
 describes the same test images (the first ``num_images``); otherwise it is computed here by importance sampling
 with the method's proposal and ``num_samples`` samples. Nothing trains or adapts, and the files of
 ``mcmcvae evaluate`` are left alone.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -48,8 +49,9 @@ def _mean_and_standard_error(values) -> tuple[float, float]:
     return float(values.mean()), se
 
 
-def _saved_log_likelihood(run_dir: pathlib.Path, num_images: int) -> dict | None:
-    """``eval.json`` when it holds the test log-likelihood of the same first ``num_images`` test images."""
+def _saved_log_likelihood(run_dir: pathlib.Path, num_images: int, trained_epochs: int) -> dict | None:
+    """``eval.json`` when it holds the test log-likelihood of the same first ``num_images`` test images, scored
+    on the checkpoint the report reads (an ``eval.json`` of an earlier epoch is stale)."""
     path = run_dir / "eval.json"
     if not path.exists():
         return None
@@ -57,6 +59,8 @@ def _saved_log_likelihood(run_dir: pathlib.Path, num_images: int) -> dict | None
     if saved.get("split", "test") != "test" or saved.get("num_images") != num_images:
         return None
     if not isinstance(saved.get("test_log_likelihood"), int | float):
+        return None
+    if saved.get("trained_epochs", trained_epochs) != trained_epochs:
         return None
     return saved
 
@@ -135,6 +139,10 @@ def write_report(run_dir, *, num_samples: int = 5000, num_images: int = 1000, se
     num_images = _check_positive_int(num_images, "num_images")
     batch_size = _check_positive_int(batch_size, "batch_size")
     model, method, params, state, config = load_run(run_dir)
+    trained = config["trained"]
+    if not trained["finished"]:
+        warnings.warn(f"{run_dir} is unfinished: reporting on its checkpoint after epoch {trained['global_epoch']} "
+                      f"of {trained['total_epochs']}", UserWarning, stacklevel=2)
     images = load_evaluation_images(config, split="test", num_images=num_images)
     model.validate_images(images)
     n = int(images.shape[0])
@@ -144,7 +152,7 @@ def write_report(run_dir, *, num_samples: int = 5000, num_images: int = 1000, se
     bound = bound_diagnostics(k_bound, model, params, images, num_samples=num_samples, batch_size=batch_size)
     units = active_units(k_units, model, params, images, num_samples=None if isinstance(model, VAE) else 100,
                          batch_size=batch_size)
-    saved = _saved_log_likelihood(run_dir, n)
+    saved = _saved_log_likelihood(run_dir, n, trained["global_epoch"])
     if saved is not None:
         log_likelihood = float(saved["test_log_likelihood"])
         log_likelihood_se = float(saved.get("standard_error", float("nan")))
@@ -175,6 +183,7 @@ def write_report(run_dir, *, num_samples: int = 5000, num_images: int = 1000, se
     results = {
         "run_dir": str(run_dir), "dataset": config["dataset"], "method": method.name,
         "epochs": sum(e for _, e in phases), "phases": [{"method": m, "num_epochs": e} for m, e in phases],
+        "trained_epochs": trained["global_epoch"], "finished": trained["finished"],
         "num_images": n, "num_samples": num_samples, "seed": seed,
         "test_log_likelihood": log_likelihood, "test_log_likelihood_standard_error": log_likelihood_se,
         "test_log_likelihood_source": source,

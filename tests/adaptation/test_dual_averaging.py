@@ -16,10 +16,8 @@ NUM_CHAINS = 64
 
 def _acceptance_at(algorithm, num_integration_steps, logdensity_fn, precond, states, num_steps, seed):
     """Per-chain mean acceptance of ``num_steps`` kernel steps with a fixed preconditioner."""
-    if algorithm is mv.kernels.hmc:
-        kernel = algorithm.build_kernel(num_integration_steps)
-    else:
-        kernel = algorithm.build_kernel()
+    options = {} if num_integration_steps is None else {"num_integration_steps": num_integration_steps}
+    kernel = algorithm.build_kernel(**options)
 
     @jax.jit
     def sample(states):
@@ -72,16 +70,29 @@ def test_dual_averaging_pure_pair_carries_across_batches_and_restarts():
         chains, state, info = adapt.update(key, state, chains, log_joint, x)
         return state, info
 
-    state = adapt.init(1.0)
-    assert float(state.log_step_size) == 0.0 and float(state.mu) == pytest.approx(math.log(10.0))
+    state = adapt.init(3)
+    da = state.dual_averaging
+    assert float(da.log_step_size) == 0.0 and float(da.mu) == pytest.approx(math.log(10.0))
     for i in range(4):
         x = jax.random.normal(jax.random.key(100 + i), (8, 3))
         state, info = batch_step(jax.random.key(i), state, x)
-    assert len(traces) == 1 and int(state.step) == 5
+    assert len(traces) == 1 and int(state.dual_averaging.step) == 5
     assert info.acceptance_rate.shape == (8,)
-    assert float(adapt.to_preconditioner(state, 3).step_size) == pytest.approx(float(jnp.exp(state.log_step_size_avg)))
-    restarted = adapt.init(1.0)
-    assert float(restarted.log_step_size) == 0.0 and int(restarted.step) == 1
+    tuned = adapt.final(state)
+    assert float(tuned.step_size) == pytest.approx(float(jnp.exp(state.dual_averaging.log_step_size_avg)))
+    np.testing.assert_array_equal(np.asarray(tuned.scale), np.ones(3))
+    restarted = adapt.init(3)
+    assert float(restarted.dual_averaging.log_step_size) == 0.0 and int(restarted.dual_averaging.step) == 1
+
+
+def test_dual_averaging_keeps_a_given_c_and_starts_from_its_step_size():
+    """A warm start from ``(h, C)``: dual averaging tunes ``h`` from ``h_0`` (``mu = log(10 h_0)``) for that ``C``."""
+    adapt = mv.adaptation.dual_averaging(mv.kernels.mala, lambda z: -0.5 * jnp.sum(z**2 / jnp.array([0.01, 1.0])))
+    given = mv.kernels.Preconditioner.lower_triangular(2, step_size=0.5, scale=jnp.array([[0.1, 0.0], [0.0, 1.0]]))
+    state = adapt.init(2, given)
+    assert float(state.dual_averaging.mu) == pytest.approx(math.log(5.0), rel=1e-6)
+    results, _ = adapt.run(jax.random.key(0), jnp.zeros((16, 2)), 200, initial_parameters=given)
+    np.testing.assert_array_equal(np.asarray(results.parameters.scale), np.asarray(given.scale))
 
 
 @pytest.mark.slow
@@ -108,3 +119,26 @@ def test_window_adaptation_learns_the_covariance(make_gaussian):
     assert mala.num_integration_steps == 1 and mala.target_acceptance_rate == 0.55
     with pytest.raises(ValueError, match="num_integration_steps"):
         mv.adaptation.window_adaptation(mv.kernels.hmc, target.logdensity_fn())
+
+
+def test_window_tuner_whitens_with_one_c_shared_by_many_chains(make_gaussian):
+    """The window schedule as a tuner of the protocol, run by ``run_chains``: 32 chains feed one Welford covariance
+    per slow window, so the last window's estimate rests on thousands of positions and ``C = chol(cov)`` whitens a
+    rotated Gaussian of condition number 100 to below 1.5; after ``num_adaptation_steps`` the kernel is frozen."""
+    target = make_gaussian(5, 100.0, rotate=True, seed=23)
+    tuner = mv.adaptation.window_adaptation(mv.kernels.hmc, target.logdensity_fn(), num_integration_steps=3,
+                                            num_adaptation_steps=600)
+    chains = tuner.init_chains(jnp.asarray(target.sample(24, 32), jnp.float32))
+
+    @jax.jit
+    def run(key, chains, state):
+        return mv.kernels.run_chains(key, chains, target.logdensity_fn(), 700, tuner=tuner, tuner_state=state)
+
+    result = run(jax.random.key(24), chains, tuner.init(5))
+    tuned = tuner.final(result.tuner_state)
+    assert target.transformed_condition_number(np.asarray(tuned.matrix())) < 1.5
+    is_adapting = np.asarray(result.info.is_adapting)
+    assert is_adapting[:600].all() and not is_adapting[600:].any()
+    np.testing.assert_allclose(np.asarray(result.info.step_size[600:]), float(tuned.step_size), rtol=1e-6)
+    with pytest.raises(ValueError, match="num_adaptation_steps"):
+        mv.adaptation.window_adaptation(mv.kernels.hmc, num_integration_steps=3).init(5)

@@ -63,3 +63,27 @@ def test_dynamic_is_a_pure_function_of_the_key_and_compiles_once():
 def test_dynamic_accepts_numpy_images(images):
     binary = binarize_dynamic(jax.random.key(0), images)
     assert isinstance(binary, jax.Array) and binary.shape == (2, 3) and binary.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("images,message", [
+    (np.array([[0.0, 255.0]]), "divide 8-bit images by 255"),
+    (np.array([[0.0, np.nan]]), "1 NaN or infinite pixels"),
+    (np.array([[-0.5, 0.5]]), r"found \[-0.5, 0.5\]"),
+])
+def test_bad_intensities_are_refused_by_both(images, message):
+    with pytest.raises(ValueError, match=message):
+        binarize_static(images)
+    with pytest.raises(ValueError, match=message):
+        binarize_dynamic(jax.random.key(0), images)
+
+
+def test_non_numeric_images_and_bad_thresholds_are_refused():
+    with pytest.raises(TypeError, match="numeric"):
+        binarize_static(np.array([["a"]]))
+    with pytest.raises(ValueError, match="threshold must lie in"):
+        binarize_static(np.array([0.5]), threshold=1.5)
+
+
+def test_traced_images_are_binarised_unchecked():
+    out = jax.jit(lambda x: binarize_static(x))(jnp.array([0.2, 0.9]))
+    np.testing.assert_array_equal(np.asarray(out), [0.0, 1.0])

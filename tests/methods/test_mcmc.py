@@ -17,7 +17,9 @@ def _setup(name, **options):
     model = mv.models.VAE((6, 6, 1), 3, hidden_sizes=(16,), prior="mog", num_components=2)
     params = model.init(jax.random.key(0))
     images = (jax.random.uniform(jax.random.key(1), (8, 6, 6, 1)) < 0.4).astype(jnp.float32)
-    method = mv.methods.build(name, num_mcmc_steps=3, num_integration_steps=2, **options)
+    if name.endswith("hmc"):
+        options = {"num_integration_steps": 2, **options}
+    method = mv.methods.build(name, num_mcmc_steps=3, **options)
     return model, params, images, method, method.init(jax.random.key(2), model, params)
 
 
@@ -92,36 +94,92 @@ def test_dual_averaging_restart_option_starts_each_batch_from_h_equal_one():
     _, s1, _ = step(jax.random.key(7), params, state)
     _, s2, _ = step(jax.random.key(7), params, s1)
     # with a restart, the second batch's adaptation ignores the first's
-    np.testing.assert_allclose(s1["kernel"].log_step_size, s2["kernel"].log_step_size, rtol=1e-6)
+    da1, da2 = s1["kernel"].dual_averaging, s2["kernel"].dual_averaging
+    np.testing.assert_allclose(da1.log_step_size, da2.log_step_size, rtol=1e-6)
     carrying = _setup("dsmala")[3]
     _, carried, _ = jax.jit(lambda k, p, s: carrying.step(k, model, p, s, images))(jax.random.key(7), params, s1)
-    assert not np.allclose(carried["kernel"].log_step_size, s1["kernel"].log_step_size)
+    assert not np.allclose(carried["kernel"].dual_averaging.log_step_size, da1.log_step_size)
 
 
 def test_dual_averaged_step_size_factor_option_of_gradhmc():
-    model, params, images, method, state = _setup("gradhmc", step_size_adaptation="dual_averaging")
-    assert method.name == "gradhmc" and method.config()["step_size_adaptation"] == "dual_averaging"
+    model, params, images, method, state = _setup("gradhmc", dual_averaged_step_size=True)
+    assert method.name == "gradhmc" and method.config()["dual_averaged_step_size"] is True
+    assert isinstance(method.tuner, mv.adaptation.DualAveragedStepSize)
     step = jax.jit(lambda k, p, s: method.step(k, model, p, s, images))
     _, s1, metrics = step(jax.random.key(3), params, state)
     _, s2, _ = step(jax.random.key(4), params, s1)
     # one dual-averaging step per kernel step (BlackJAX counts from 1)
-    assert int(s2["kernel"].step_size_factor.step) == int(state["kernel"].step_size_factor.step) + 2 * 3
+    assert int(s2["kernel"].factor.step) == int(state["kernel"].factor.step) + 2 * 3
     tuned = method.kernel_parameters(model, s2)
     np.testing.assert_allclose(
         float(tuned.log_step_size),
-        float(s2["kernel"].params.log_step_size + s2["kernel"].step_size_factor.log_step_size_avg), rtol=1e-6)
+        float(s2["kernel"].inner.params.log_step_size + s2["kernel"].factor.log_step_size_avg), rtol=1e-6)
     assert float(metrics["step_size_factor"]) > 0 and 0.0 <= float(metrics["acceptance_rate"]) <= 1.0
+    np.testing.assert_allclose(float(metrics["step_size"]), float(method.kernel_parameters(model, s1).step_size),
+                               rtol=1e-6)
 
 
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="preconditioner"):
         mv.methods.build("gradmala", preconditioner="full")
-    with pytest.raises(ValueError, match="step_size_adaptation"):
-        mv.methods.build("gradhmc", step_size_adaptation="adam")
-    with pytest.raises(ValueError, match="speed-measure methods"):
-        mv.methods.build("dshmc", step_size_adaptation="dual_averaging")
+    with pytest.raises(TypeError, match="gradhmc takes no option 'step_size_adaptation'"):
+        mv.methods.build("gradhmc", step_size_adaptation="dual_averaging")
     with pytest.raises(ValueError, match="num_mcmc_steps"):
         mv.methods.build("gradhmc", num_mcmc_steps=0)
+    with pytest.raises(ValueError, match="unknown method 'gradmla' \\(did you mean 'gradmala'\\?\\); valid methods"):
+        mv.methods.build("gradmla")
+
+
+def test_misspelt_and_unused_options_raise_with_the_closest_name():
+    with pytest.raises(TypeError, match="gradhmc takes no option 'preconditoner'; did you mean 'preconditioner'\\?"):
+        mv.methods.build("gradhmc", preconditoner="lower_triangular")
+    with pytest.raises(TypeError, match="'num_mcmc_stpes'; did you mean 'num_mcmc_steps'"):
+        mv.methods.build("gradhmc", num_mcmc_stpes=3)
+    # dual averaging keeps C = I, so dshmc takes no preconditioner (and records none)
+    with pytest.raises(TypeError, match="dshmc takes no option 'preconditioner'"):
+        mv.methods.build("dshmc", preconditioner="lower_triangular")
+    assert "preconditioner" not in mv.methods.build("dshmc").config()
+    with pytest.raises(TypeError, match="mala takes no option 'num_integration_steps'"):
+        mv.methods.build("mala", num_integration_steps=3)
+    with pytest.raises(TypeError, match="vae takes no option 'num_mcmc_steps'"):
+        mv.methods.build("vae", num_mcmc_steps=3)
+    assert set(mv.methods.options("gradhmc")) >= {"preconditioner", "num_integration_steps", "dual_averaged_step_size"}
+
+
+@pytest.mark.parametrize("name", mv.methods.METHODS)
+def test_config_rebuilds_the_same_method(name):
+    chosen = {"learning_rate": 3e-3}
+    if name.startswith("grad"):
+        chosen.update(preconditioner="lower_triangular", dual_averaged_step_size=True)
+    method = mv.methods.build(name, **chosen)
+    config = method.config()
+    assert config["name"] == name and config["learning_rate"] == 3e-3
+    rebuilt = mv.methods.from_config(config)
+    assert rebuilt.config() == config and type(rebuilt) is type(method) and rebuilt == method
+    if isinstance(method, mv.methods.MCMC):
+        assert type(rebuilt.tuner) is type(method.tuner) and rebuilt.kernel is method.kernel
+
+
+def test_config_rebuilds_frozen_groups_and_old_configs():
+    from mcmcvae.hierarchical import FreezeParams
+
+    frozen = FreezeParams(mv.methods.build("gradmala", num_mcmc_steps=5), ("prior", "likelihood"))
+    rebuilt = mv.methods.from_config(frozen.config())
+    assert isinstance(rebuilt, FreezeParams) and rebuilt.groups == ("prior", "likelihood")
+    assert rebuilt.method.num_mcmc_steps == 5
+    # a config written before methods took tuners
+    old = {"name": "gradhmc", "algorithm": "hmc", "tuning": "speed_measure", "num_mcmc_steps": 4,
+           "num_integration_steps": 3, "preconditioner": "lower_triangular", "learning_rate": 0.001,
+           "encoder_learning_rate": None, "kernel_learning_rate": 0.01, "step_size": 0.05,
+           "target_acceptance_rate": None, "restart_dual_averaging": False, "stop_gradient_proposal_grad": False,
+           "step_size_adaptation": "dual_averaging", "num_proposal_chains": 16}
+    method = mv.methods.from_config(old)
+    assert isinstance(method.tuner, mv.adaptation.DualAveragedStepSize) and method.num_mcmc_steps == 4
+    assert method.tuner.inner.preconditioner == "lower_triangular"
+    assert mv.methods.from_config({"name": "iwae", "learning_rate": 1e-3, "num_samples": 7,
+                                   "importance_weighted": True}).num_samples == 7
+    with pytest.raises(ValueError, match="cannot rebuild method 'mcmc'"):
+        mv.methods.from_config(mv.methods.MCMC(mv.adaptation.fixed(mv.kernels.mala)).config())
 
 
 def _binary(n=200, seed=0):
@@ -130,15 +188,15 @@ def _binary(n=200, seed=0):
     return (protos[rng.integers(0, 3, n)] ^ (rng.random((n, 6, 6, 1)) < 0.05)).astype(np.float32)
 
 
-@pytest.mark.parametrize("step_size_adaptation", ["speed_measure", "dual_averaging"])
-def test_resume_in_the_middle_of_the_mcmc_phase_continues_exactly(tmp_path, step_size_adaptation):
+@pytest.mark.parametrize("dual_averaged_step_size", [False, True])
+def test_resume_in_the_middle_of_the_mcmc_phase_continues_exactly(tmp_path, dual_averaged_step_size):
     model = mv.models.VAE((6, 6, 1), 2, hidden_sizes=(16,))
     images = _binary()
 
     def phases(mcmc_epochs):
         return [Phase(mv.methods.build("vae"), 1),
                 Phase(mv.methods.build("gradhmc", num_mcmc_steps=2, preconditioner="lower_triangular",
-                                       step_size_adaptation=step_size_adaptation), mcmc_epochs)]
+                                       dual_averaged_step_size=dual_averaged_step_size), mcmc_epochs)]
 
     straight, straight_state = Trainer(model, phases(3), batch_size=20, seed=1, progress=False).run(images)
     Trainer(model, phases(1), batch_size=20, seed=1, out_dir=tmp_path, progress=False).run(images)

@@ -143,7 +143,6 @@ def test_trainer_keeps_one_control_variate_per_training_image():
     model = mv.models.VAE((DATA_DIM, 1, 1), DIM, hidden_sizes=(), likelihood="gaussian", likelihood_scale=NOISE)
     images = np.random.default_rng(3).random((20, DATA_DIM, 1, 1)).astype(np.float32)
     method = mv.methods.build("vcd", num_data=20, control_variate_wait=0, num_mcmc_steps=2, num_integration_steps=2)
-    assert method.uses_data_indices
     _, state = Trainer(model, [Phase(method, 1)], batch_size=10, seed=0, progress=False).run(images)
     local = np.asarray(state["control_variate"]["local"])
     assert local.shape == (20,) and np.all(local != 0.0) and int(state["control_variate"]["iteration"]) == 2

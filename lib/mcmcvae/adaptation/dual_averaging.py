@@ -9,8 +9,8 @@ Nesterov's primal-dual averaging as used by Hoffman and Gelman (2014, section 3.
     \bar x_{t+1} = t^{-\kappa} x_{t+1} + (1 - t^{-\kappa}) \bar x_t,
 
 with ``mu = log(10 h_0)``. The chains move with ``h = exp(x_t)``; the tuned step size is ``exp(x-bar)``.
-The state is ``blackjax.adaptation.step_size.DualAveragingAdaptationState``; ``init`` starts it afresh (for
-instance from ``h = 1`` at the start of every VAE epoch).
+The state holds ``blackjax.adaptation.step_size.DualAveragingAdaptationState`` and the fixed ``C``; ``init`` starts
+it afresh (for instance from ``h = 1`` at the start of every batch).
 """
 
 from __future__ import annotations
@@ -18,17 +18,16 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Callable, NamedTuple
 
-import jax
 import jax.numpy as jnp
 from blackjax.adaptation.step_size import DualAveragingAdaptationState, dual_averaging_adaptation
-from jax import lax
 
-from mcmcvae.adaptation import _common
-from mcmcvae.adaptation._common import AdaptationResults
+from mcmcvae import kernels
+from mcmcvae.adaptation import base
 from mcmcvae.kernels import Preconditioner
-from mcmcvae.types import Array, PRNGKey
+from mcmcvae.types import Array
 
-__all__ = ["DualAveragingInfo", "DualAveragingAdaptation", "dual_averaging", "DualAveragingAdaptationState"]
+__all__ = ["DualAveragingInfo", "DualAveragingAdaptation", "DualAveragingState", "dual_averaging",
+           "DualAveragingAdaptationState"]
 
 
 class DualAveragingInfo(NamedTuple):
@@ -51,35 +50,54 @@ class DualAveragingInfo(NamedTuple):
     averaged_step_size: Array
 
 
+class DualAveragingState(NamedTuple):
+    """State of :func:`dual_averaging`.
+
+    Attributes
+    ----------
+    dual_averaging
+        BlackJAX's ``DualAveragingAdaptationState`` of ``x = log h``.
+    scale
+        ``C``, held fixed: the identity unless the tuner was started from a preconditioner.
+    """
+
+    dual_averaging: DualAveragingAdaptationState
+    scale: Array
+
+
 class DualAveragingAdaptation(NamedTuple):
-    """Dual averaging of ``h`` for one kernel; built by :func:`dual_averaging`.
+    """Dual averaging of ``h`` for one kernel module; built by :func:`dual_averaging`. A tuner
+    (:mod:`mcmcvae.adaptation.base`).
 
     Attributes
     ----------
     init
-        ``init(initial_step_size=1.0) -> DualAveragingAdaptationState``.
+        ``init(dim, preconditioner=None) -> DualAveragingState``: from ``h = initial_step_size`` and ``C = I``, or
+        from the step size and ``C`` of ``preconditioner``.
     update
         ``update(rng_key, state, chain_states, logdensity_fn=None, context=None, *, context_axes=0)
         -> (chain_states, state, DualAveragingInfo)``: one kernel step for every chain with ``h = exp(x_t)`` and
         one dual-averaging step on the acceptance rate averaged over chains.
-    init_chains
-        ``init_chains(positions, logdensity_fn=None, context=None, *, context_axes=0)``.
-    run
-        ``run(rng_key, positions, num_steps) -> (AdaptationResults, DualAveragingInfo)``.
-    to_preconditioner
-        ``to_preconditioner(state, dim, *, averaged=True)``: ``C = I`` and ``h = exp(x-bar)`` (or ``exp(x_t)``).
-    algorithm, target_acceptance_rate, num_integration_steps
-        The settings.
+    final
+        ``final(state) -> Preconditioner``: ``h = exp(x-bar)`` and ``C``.
+    diagnostics
+        ``diagnostics(state, info) -> dict``: the tuned ``step_size`` and ``log_abs_det``.
+    init_chains, run
+        See :mod:`mcmcvae.adaptation.base`.
+    algorithm, kernel, target_acceptance_rate, logdensity_fn
+        The kernel module, its built kernel, the target and the bound log density (or None).
     """
 
     init: Callable
     update: Callable
+    final: Callable
+    diagnostics: Callable
     init_chains: Callable
     run: Callable
-    to_preconditioner: Callable
     algorithm: ModuleType
+    kernel: Callable
     target_acceptance_rate: float
-    num_integration_steps: int
+    logdensity_fn: Callable | None = None
 
 
 def init_state(da_init: Callable, initial_step_size) -> DualAveragingAdaptationState:
@@ -106,9 +124,9 @@ def update_state(
     )
 
 
-def _to_preconditioner(state: DualAveragingAdaptationState, dim: int, *, averaged: bool = True) -> Preconditioner:
-    log_step_size = state.log_step_size_avg if averaged else state.log_step_size
-    return Preconditioner(jnp.asarray(log_step_size, jnp.float32), jnp.ones((dim,), jnp.float32))
+def _final(state: DualAveragingState, *, averaged: bool = True) -> Preconditioner:
+    log_step_size = state.dual_averaging.log_step_size_avg if averaged else state.dual_averaging.log_step_size
+    return Preconditioner(jnp.asarray(log_step_size, state.scale.dtype), state.scale)
 
 
 def dual_averaging(
@@ -121,9 +139,9 @@ def dual_averaging(
     t0: int = 10,
     gamma: float = 0.05,
     kappa: float = 0.75,
-    divergence_threshold: float = 1000.0,
+    **kernel_options,
 ) -> DualAveragingAdaptation:
-    """Tune the step size ``h`` of a MALA or HMC kernel (``C = I``) by dual averaging.
+    """Tune the step size ``h`` of a kernel (``C`` held fixed, the identity by default) by dual averaging.
 
     Built on ``blackjax.adaptation.step_size.dual_averaging_adaptation``, fed with the acceptance rate averaged
     over chains (one ``h`` for all chains).
@@ -131,19 +149,19 @@ def dual_averaging(
     Parameters
     ----------
     algorithm
-        ``mv.kernels.mala`` or ``mv.kernels.hmc``.
+        A kernel module: ``mv.kernels.mala``, ``mv.kernels.hmc`` or one of your own.
     logdensity_fn
         ``log pi`` for ``.run`` and the default of ``update``.
     target_acceptance_rate
-        Default 0.55 for MALA, 0.65 for HMC.
+        Default: the module's ``DEFAULT_TARGET_ACCEPTANCE_RATE`` (0.55 for MALA, 0.65 for HMC).
     num_integration_steps
-        ``L`` for HMC (required).
+        ``L`` for HMC (required there).
     initial_step_size
-        ``h_0`` used by ``.run``; ``init`` takes its own.
+        ``h_0`` of ``init`` without a preconditioner.
     t0, gamma, kappa
         BlackJAX's dual-averaging constants (Hoffman and Gelman's defaults).
-    divergence_threshold
-        Passed to the HMC kernel.
+    **kernel_options
+        Passed to ``algorithm.build_kernel`` (e.g. HMC's ``divergence_threshold``).
 
     Returns
     -------
@@ -159,70 +177,57 @@ def dual_averaging(
     >>> results.parameters.scale
     Array([1., 1., 1., 1.], dtype=float32)
 
-    Carried across batches with per-chain data (restart from ``h = 1`` with ``adapt.init(1.0)``):
+    Carried across batches with per-chain data (restart from ``h = 1`` with ``adapt.init(4)``):
 
     >>> adapt = mv.adaptation.dual_averaging(mv.kernels.mala)
     >>> log_joint = lambda z, x: -0.5 * jnp.sum(z**2) - 0.5 * jnp.sum((x - z) ** 2)
     >>> x = jnp.ones((8, 4))
     >>> chains = adapt.init_chains(jnp.zeros((8, 4)), log_joint, x)
-    >>> state = adapt.init(1.0)
+    >>> state = adapt.init(4)
     >>> chains, state, info = adapt.update(jax.random.key(1), state, chains, log_joint, x)
     """
-    name, target, num_steps_l = _common.resolve(algorithm, target_acceptance_rate, num_integration_steps)
-    kernel_options = {"divergence_threshold": divergence_threshold} if name == "hmc" else {}
-    kernel = _common.build_kernel(name, num_steps_l, **kernel_options)
+    settings = base.kernel_settings(algorithm, target_acceptance_rate, num_integration_steps, **kernel_options)
+    kernel, target = settings.kernel, settings.target_acceptance_rate
     da_init, da_update, _ = dual_averaging_adaptation(target, t0=t0, gamma=gamma, kappa=kappa)
-    bound_logdensity_fn = logdensity_fn
 
-    def resolve_logdensity(fn):
-        fn = bound_logdensity_fn if fn is None else fn
-        if fn is None:
-            raise ValueError("no logdensity_fn: pass one to dual_averaging(...) or to this call")
-        return fn
-
-    def init(initial_step_size: float = 1.0) -> DualAveragingAdaptationState:
-        return init_state(da_init, initial_step_size)
+    def init(dim: int, preconditioner: Preconditioner | None = None) -> DualAveragingState:
+        if preconditioner is None:
+            preconditioner = Preconditioner.diagonal(dim, step_size=initial_step_size)
+        if preconditioner.scale.shape[-1] != dim:
+            raise ValueError(f"a preconditioner of dimension {dim} was expected, got scale of shape "
+                             f"{jnp.shape(preconditioner.scale)}")
+        return DualAveragingState(init_state(da_init, preconditioner.step_size), jnp.asarray(preconditioner.scale))
 
     def update(rng_key, state, chain_states, logdensity_fn=None, context=None, *, context_axes=0):
-        logdensity = resolve_logdensity(logdensity_fn)
-        dim = chain_states.position.shape[-1]
-        precond = _to_preconditioner(state, dim, averaged=False)
-        chain_states, info = _common.step_chains(kernel, rng_key, chain_states, logdensity, context, context_axes,
-                                                 precond)
-        new_state = update_state(da_update, state, jnp.mean(info.acceptance_rate))
+        logdensity = loop["resolve_logdensity"](logdensity_fn)
+        precond = _final(state, averaged=False)
+        chain_states, info = kernels.step_chains(rng_key, kernel, chain_states, logdensity, precond, context=context,
+                                                 context_axes=context_axes)
+        new_state = state._replace(
+            dual_averaging=update_state(da_update, state.dual_averaging, jnp.mean(info.acceptance_rate)))
         return chain_states, new_state, DualAveragingInfo(
             info.acceptance_rate,
             info.is_accepted,
-            info.is_divergent,
+            getattr(info, "is_divergent", jnp.zeros_like(info.is_accepted)),
             precond.step_size,
-            jnp.exp(new_state.log_step_size_avg),
+            jnp.exp(new_state.dual_averaging.log_step_size_avg),
         )
 
-    def init_chains(positions, logdensity_fn=None, context=None, *, context_axes=0):
-        return _common.init_chains(
-            algorithm, positions, resolve_logdensity(logdensity_fn), context, context_axes=context_axes
-        )
+    def diagnostics(state, info) -> dict:
+        del info
+        tuned = _final(state)
+        return {"step_size": tuned.step_size, "log_abs_det": tuned.log_abs_det()}
 
-    def run(rng_key: PRNGKey, positions: Array, num_steps: int):
-        positions = jnp.asarray(positions)
-        chain_states = init_chains(positions)
-        state = init(initial_step_size)
-
-        def one_step(carry, step):
-            chains, da_state = carry
-            chains, da_state, info = update(jax.random.fold_in(rng_key, step), da_state, chains)
-            return (chains, da_state), info
-
-        (chain_states, state), info = lax.scan(one_step, (chain_states, state), jnp.arange(num_steps))
-        return AdaptationResults(_to_preconditioner(state, positions.shape[-1]), chain_states, state), info
-
+    loop = base.bind_loop(algorithm, logdensity_fn, init, update, _final, "dual_averaging")
     return DualAveragingAdaptation(
         init=init,
         update=update,
-        init_chains=init_chains,
-        run=run,
-        to_preconditioner=_to_preconditioner,
+        final=_final,
+        diagnostics=diagnostics,
+        init_chains=loop["init_chains"],
+        run=loop["run"],
         algorithm=algorithm,
+        kernel=kernel,
         target_acceptance_rate=target,
-        num_integration_steps=num_steps_l,
+        logdensity_fn=logdensity_fn,
     )

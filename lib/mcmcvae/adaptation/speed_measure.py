@@ -33,15 +33,13 @@ Entropies, up to constants:
 The adaptation is a pure ``(init, update)`` pair over :class:`SpeedMeasureState`; ``update`` moves every chain
 one step with the current ``(h, C)`` and uses that same step's proposal for the gradient.
 
-**A variant, not the paper's method: the chains move with a dual-averaged multiple of h**
-(``step_size_adaptation="dual_averaging"``). For HMC the entropy can peak at a shorter step than the one that
-accepts the target rate, and then no beta reaches the target (for L = 2 on a Gaussian the entropy's
-``log(h) + log(1 - h^2 lambda / 2)`` per direction peaks at ``h^2 lambda = 2/3``; docs/kernels.md). In this variant
-``(h, C)`` and beta are learnt exactly as above, from the objective's own proposal at ``h``, but the chains then
-move with a separate kernel step at ``s h`` and the same ``C``, where ``log s`` follows BlackJAX's dual averaging
-towards the target acceptance rate (as ``h`` does for ``dshmc``). So the speed measure chooses the shape of ``C``
-and dual averaging the step length. Each update costs one more kernel step (forward only). The tuned kernel is
-``(s-bar h, C)`` with dual averaging's averaged ``s-bar``.
+The dual-averaged step-size factor (chains moved with ``s h``, ``log s`` dual-averaged towards the target, for
+HMC whose entropy can peak short of the target) is a wrapper around this tuner:
+:func:`mcmcvae.adaptation.with_dual_averaged_step_size`.
+
+The tuner asks its kernel module for what it needs: ``proposal_entropy(preconditioner, **kernel_options)`` for
+``H`` and, where the module has it, ``entropy_curvature(**kernel_options)``; a positive curvature adds the
+``log det(I - A)`` term at ``Info.midpoint``. So any module with these names can be tuned, not only MALA and HMC.
 """
 
 from __future__ import annotations
@@ -53,19 +51,17 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from blackjax.adaptation.step_size import dual_averaging_adaptation
 from jax import lax
 
-from mcmcvae.adaptation import _common, logdet
-from mcmcvae.adaptation.dual_averaging import init_state as _init_dual_averaging
-from mcmcvae.adaptation.dual_averaging import update_state as _update_dual_averaging
-from mcmcvae.adaptation._common import AdaptationResults
+from mcmcvae import kernels
+from mcmcvae.adaptation import base, logdet
 from mcmcvae.kernels import Preconditioner
-from mcmcvae.types import Array, PRNGKey
+from mcmcvae.types import Array
 
 __all__ = [
+    "EXACT_LOG_DET_MAX_DIM",
+    "LOG_DET_METHODS",
     "PRECONDITIONER_KINDS",
-    "STEP_SIZE_ADAPTATIONS",
     "SpeedMeasureParams",
     "SpeedMeasureState",
     "SpeedMeasureInfo",
@@ -77,8 +73,11 @@ __all__ = [
 ]
 
 PRECONDITIONER_KINDS = ("diagonal", "lower_triangular")
-STEP_SIZE_ADAPTATIONS = ("speed_measure", "dual_averaging")
 BETA_BOUNDS = (1e-3, 100.0)
+LOG_DET_METHODS = ("auto", "exact", "stochastic")
+# Up to this latent dimension log_det="auto" computes the HMC entropy's log-det term exactly: d batched
+# Hessian-vector products cost less there than the roulette's sequential ones (docs/benchmark.md).
+EXACT_LOG_DET_MAX_DIM = 32
 
 
 class SpeedMeasureParams(NamedTuple):
@@ -111,16 +110,12 @@ class SpeedMeasureState(NamedTuple):
         The ``optax`` optimiser's state for ``params``.
     step
         Number of updates done (``int32``); adaptation stops once it reaches ``num_adaptation_steps``.
-    step_size_factor
-        With ``step_size_adaptation="dual_averaging"``, BlackJAX's dual-averaging state of ``log s``: the chains move
-        with step size ``s h`` (``s`` its iterate while adapting, its average after). None otherwise.
     """
 
     params: SpeedMeasureParams
     beta: Array
     optimizer_state: Any
     step: Array
-    step_size_factor: Any = None
 
 
 class ObjectiveAux(NamedTuple):
@@ -194,9 +189,8 @@ def to_preconditioner(params: SpeedMeasureParams | SpeedMeasureState) -> Precond
     """The :class:`mcmcvae.kernels.Preconditioner` of unconstrained parameters (or of an adaptation state).
 
     ``C = diag(exp(scale))`` for a diagonal ``C``; ``C = tril(scale, -1) + diag(exp(diag(scale)))`` for a
-    lower-triangular one. Differentiable. Of a state with a dual-averaged step-size factor ``s`` (the variant
-    ``step_size_adaptation="dual_averaging"``), the step size is ``s-bar h``, the one to sample with once adaptation
-    stops.
+    lower-triangular one. Differentiable. Of a state, this is the tuner's ``final``: the ``(h, C)`` to sample with
+    once adaptation stops.
 
     Examples
     --------
@@ -205,7 +199,7 @@ def to_preconditioner(params: SpeedMeasureParams | SpeedMeasureState) -> Precond
     Array(1., dtype=float32)
     """
     if isinstance(params, SpeedMeasureState):
-        params = _frozen_params(params)
+        params = params.params
     scale = params.scale
     if scale.ndim == 1:
         return Preconditioner(params.log_step_size, jnp.exp(scale))
@@ -229,15 +223,9 @@ def from_preconditioner(preconditioner: Preconditioner) -> SpeedMeasureParams:
     return SpeedMeasureParams(log_step_size, jnp.tril(lower, -1) + jnp.diag(jnp.log(jnp.diagonal(lower))))
 
 
-def _frozen_params(state: SpeedMeasureState) -> SpeedMeasureParams:
-    """The parameters to sample with once adaptation stops: ``s-bar h`` when the step-size factor is dual-averaged."""
-    if state.step_size_factor is None:
-        return state.params
-    return state.params._replace(log_step_size=state.params.log_step_size + state.step_size_factor.log_step_size_avg)
-
-
 class SpeedMeasureAdaptation(NamedTuple):
-    """The speed-measure adaptation for one kernel and one kind of ``C``; built by :func:`speed_measure`.
+    """The speed-measure adaptation for one kernel and one kind of ``C``; built by :func:`speed_measure`. A tuner
+    (:mod:`mcmcvae.adaptation.base`).
 
     Attributes
     ----------
@@ -255,25 +243,31 @@ class SpeedMeasureAdaptation(NamedTuple):
         ``init_chains(positions, logdensity_fn=None, context=None, *, context_axes=0)``: kernel states for
         ``positions`` of shape ``(n_chains, d)``.
     run
-        ``run(rng_key, positions, num_steps) -> (AdaptationResults, SpeedMeasureInfo)``: adapt while sampling
-        from ``logdensity_fn`` with ``lax.scan``; ``info`` fields get a leading ``num_steps`` axis.
-    to_preconditioner
-        ``state -> Preconditioner``.
-    algorithm, target_acceptance_rate, num_integration_steps, preconditioner, step_size_adaptation
-        The settings.
+        ``run(rng_key, positions, num_steps, *, initial_parameters=None) -> (AdaptationResults,
+        SpeedMeasureInfo)``: adapt while sampling from ``logdensity_fn`` with ``lax.scan``; ``info`` fields get a
+        leading ``num_steps`` axis.
+    final
+        ``final(state) -> Preconditioner``: :func:`to_preconditioner` of the state.
+    diagnostics
+        ``diagnostics(state, info) -> dict``: ``step_size``, ``log_abs_det``, ``beta``, the mean ``speed_measure``
+        and the number of ``nonfinite_kernel_gradients`` of ``K`` stacked updates.
+    algorithm, kernel, target_acceptance_rate, preconditioner, kernel_options, logdensity_fn
+        The kernel module, its built kernel and the settings.
     """
 
     init: Callable
     update: Callable
+    final: Callable
+    diagnostics: Callable
     objective: Callable
     init_chains: Callable
     run: Callable
-    to_preconditioner: Callable
     algorithm: ModuleType
+    kernel: Callable
     target_acceptance_rate: float
-    num_integration_steps: int
     preconditioner: str
-    step_size_adaptation: str = "speed_measure"
+    kernel_options: tuple
+    logdensity_fn: Callable | None = None
 
 
 def speed_measure(
@@ -289,15 +283,14 @@ def speed_measure(
     initial_beta: float = 1.0,
     beta_learning_rate: float = 0.02,
     num_adaptation_steps: int | None = None,
-    stop_gradient_proposal_grad: bool = False,
     num_exact_terms: int = 2,
     continue_probability: float = 0.5,
     num_power_iterations: int = 4,
     max_num_terms: int = 64,
     spectral_radius_threshold: float = 0.75,
     penalty_strength: float = 1000.0,
-    divergence_threshold: float = 1000.0,
-    step_size_adaptation: str = "speed_measure",
+    log_det: str = "auto",
+    **kernel_options,
 ) -> SpeedMeasureAdaptation:
     r"""Adapt ``h`` and ``C`` of a MALA or HMC kernel by maximising the entropy speed measure.
 
@@ -321,14 +314,14 @@ def speed_measure(
     Parameters
     ----------
     algorithm
-        ``mv.kernels.mala`` or ``mv.kernels.hmc``.
+        A kernel module with ``proposal_entropy``: ``mv.kernels.mala``, ``mv.kernels.hmc`` or one of your own.
     logdensity_fn
         ``log pi(position)`` for ``.run`` and the default of ``update``; may be None when ``update`` is always
         given one (e.g. ``log p(x, z)`` with per-chain ``x`` as ``context``).
     preconditioner
         ``"diagonal"`` or ``"lower_triangular"``.
     target_acceptance_rate
-        Default 0.55 for MALA, 0.65 for HMC.
+        Default: the module's ``DEFAULT_TARGET_ACCEPTANCE_RATE`` (0.55 for MALA, 0.65 for HMC).
     num_integration_steps
         ``L`` for HMC (required); not for MALA.
     learning_rate
@@ -342,21 +335,21 @@ def speed_measure(
     num_adaptation_steps
         After this many updates the parameters and ``beta`` stay fixed (``lax.cond`` on the step counter) and
         ``update`` only moves the chains; None adapts for ever.
-    stop_gradient_proposal_grad
-        Passed to the kernel: ignore how ``grad U`` at the proposal moves with ``(h, C)`` (the biased gradient of
-        the paper's code). Default: full gradients.
     num_exact_terms, continue_probability, num_power_iterations, max_num_terms
         The Russian roulette of the HMC log-det term (see :mod:`mcmcvae.adaptation.logdet`).
     spectral_radius_threshold, penalty_strength
         The spectral-radius penalty.
-    divergence_threshold
-        Passed to the HMC kernel.
-    step_size_adaptation
-        ``"speed_measure"`` (the paper's method): the chains move with the objective's own proposal at ``(h, C)``.
-        ``"dual_averaging"`` (a variant, see the module docstring): ``(h, C)`` and beta are learnt the same way,
-        and the chains then move by a second kernel step at ``(s h, C)``, ``log s`` dual-averaged towards the
-        target acceptance rate (BlackJAX's constants, from ``s = 1``). ``info.acceptance_rate`` and
-        ``info.step_size`` are then the move's.
+    log_det
+        How the HMC entropy's ``log det(I - A)`` is computed: ``"stochastic"``, the paper's unbiased
+        Russian-roulette estimate (:func:`mcmcvae.adaptation.logdet.log_det_identity_minus`); ``"exact"``, its
+        expectation from ``d`` batched Hessian-vector products and a factorisation
+        (:func:`mcmcvae.adaptation.logdet.exact_log_det_identity_minus`), with the same gradient path and no
+        estimator variance; ``"auto"`` (default), exact up to ``EXACT_LOG_DET_MAX_DIM`` dimensions, where it is
+        also the cheaper of the two (docs/benchmark.md), stochastic above.
+    **kernel_options
+        Passed to ``algorithm.build_kernel``: for MALA and HMC ``stop_gradient_proposal_grad`` (ignore how
+        ``grad U`` at the proposal moves with ``(h, C)``, the biased gradient of the paper's code; default full
+        gradients), for HMC ``divergence_threshold``.
 
     Returns
     -------
@@ -385,59 +378,54 @@ def speed_measure(
     >>> state = adapt.init(3)
     >>> chains, state, info = adapt.update(jax.random.key(1), state, chains, log_joint, context, context_axes=axes)
     """
-    name, target, num_steps_l = _common.resolve(algorithm, target_acceptance_rate, num_integration_steps)
     if preconditioner not in PRECONDITIONER_KINDS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONER_KINDS}, got {preconditioner!r}")
-    if step_size_adaptation not in STEP_SIZE_ADAPTATIONS:
-        raise ValueError(f"step_size_adaptation must be one of {STEP_SIZE_ADAPTATIONS}, got {step_size_adaptation!r}")
-    dual_averaged = step_size_adaptation == "dual_averaging"
-    factor_init, factor_update, _ = dual_averaging_adaptation(target)
+    settings = base.kernel_settings(algorithm, target_acceptance_rate, num_integration_steps, **kernel_options)
+    kernel, target = settings.kernel, settings.target_acceptance_rate
+    if not callable(getattr(algorithm, "proposal_entropy", None)):
+        raise ValueError(f"the speed measure needs the kernel module's proposal_entropy(preconditioner, ...); "
+                         f"{getattr(algorithm, '__name__', algorithm)} has none")
+    entropy_options = base.module_options(algorithm.proposal_entropy, settings.options)
+    curvature_fn = getattr(algorithm, "entropy_curvature", None)
+    curvature = float(curvature_fn(**base.module_options(curvature_fn, settings.options))) if curvature_fn else 0.0
+    has_log_det = curvature > 0.0  # e.g. (L^2 - 1) / 6 for HMC: zero for MALA and for HMC with L = 1
+    if log_det not in LOG_DET_METHODS:
+        raise ValueError(f"log_det must be one of {LOG_DET_METHODS}, got {log_det!r}")
     preconditioner_kind = preconditioner
-    kernel_options = {"stop_gradient_proposal_grad": stop_gradient_proposal_grad}
-    if name == "hmc":
-        kernel_options["divergence_threshold"] = divergence_threshold
-    kernel = _common.build_kernel(name, num_steps_l, **kernel_options)
     if optimizer is None:
         optimizer = optax.adam(learning_rate)
-    curvature = (num_steps_l**2 - 1) / 6.0  # (L^2 - 1) / 6; zero for MALA and HMC with L = 1
-    has_log_det = curvature > 0.0
     roulette = dict(
         num_exact_terms=num_exact_terms,
         continue_probability=continue_probability,
         num_power_iterations=num_power_iterations,
     )
-    bound_logdensity_fn = logdensity_fn
 
     def resolve_logdensity(fn):
-        fn = bound_logdensity_fn if fn is None else fn
-        if fn is None:
-            raise ValueError("no logdensity_fn: pass one to speed_measure(...) or to this call")
-        return fn
+        return loop["resolve_logdensity"](fn)
 
     def residual_matvec(logdensity, params, v):
         """``A v = c h^2 C^T Hess U(q) C v`` by a Hessian-vector product (``Hess U = -Hess log pi``)."""
         precond, position, context = params
-        grad_potential = jax.grad(lambda z: -_common.with_context(logdensity, context)(z))
+        grad_potential = jax.grad(lambda z: -kernels.with_context(logdensity, context)(z))
         _, hvp = jax.jvp(grad_potential, (position,), (precond.apply(v),))
         return curvature * precond.step_size**2 * precond.apply_transpose(hvp)
 
     def chain_objective(precond, rng_key, chain_state, context, num_terms, beta, logdensity):
         key_kernel, key_probe = jax.random.split(rng_key)
-        new_state, info = kernel(key_kernel, chain_state, _common.with_context(logdensity, context), precond)
+        new_state, info = kernel(key_kernel, chain_state, kernels.with_context(logdensity, context), precond)
         dim = chain_state.position.shape[-1]
         acceptance_term = jnp.minimum(info.log_acceptance_ratio, 0.0)
-        entropy = dim * (precond.log_step_size + jnp.log(float(num_steps_l))) + precond.log_abs_det()
+        entropy = algorithm.proposal_entropy(precond, **entropy_options)
         zero = jnp.zeros((), entropy.dtype)
         log_det_residual, spectral_radius, penalty = zero, zero, zero
         if has_log_det:
-            probe = jax.random.rademacher(key_probe, (dim,), dtype=chain_state.position.dtype)
-            estimate = logdet.log_det_identity_minus(
-                probe,
-                num_terms,
-                functools.partial(residual_matvec, logdensity),
-                (precond, lax.stop_gradient(info.midpoint), context),
-                **roulette,
-            )
+            matvec = functools.partial(residual_matvec, logdensity)
+            matrix_params = (precond, lax.stop_gradient(info.midpoint), context)
+            if log_det == "exact" or (log_det == "auto" and dim <= EXACT_LOG_DET_MAX_DIM):  # dim is static
+                estimate = logdet.exact_log_det_identity_minus(matvec, matrix_params, dim)
+            else:
+                probe = jax.random.rademacher(key_probe, (dim,), dtype=chain_state.position.dtype)
+                estimate = logdet.log_det_identity_minus(probe, num_terms, matvec, matrix_params, **roulette)
             log_det_residual, spectral_radius = estimate.log_det, estimate.spectral_radius
             penalty = logdet.spectral_radius_penalty(spectral_radius, spectral_radius_threshold, penalty_strength)
         entropy = entropy + log_det_residual
@@ -477,7 +465,6 @@ def speed_measure(
             jnp.asarray(initial_beta, params.scale.dtype),
             optimizer.init(params),
             jnp.zeros((), jnp.int32),
-            _init_dual_averaging(factor_init, 1.0) if dual_averaged else None,
         )
 
     def update(rng_key, state, chain_states, logdensity_fn=None, context=None, *, context_axes=0):
@@ -515,14 +502,11 @@ def speed_measure(
             value, aux, new_state, is_adapting, finite = lax.cond(
                 state.step < num_adaptation_steps, adapt, frozen, None
             )
-        precond, moved, move_info = to_preconditioner(state.params), aux.states, aux.info
-        if dual_averaged:
-            moved, move_info, precond, new_state = move_with_factor(rng_key, state, new_state, is_adapting,
-                                                                    chain_states, logdensity_fn, context, context_axes)
+        precond = to_preconditioner(state.params)
         info = SpeedMeasureInfo(
-            acceptance_rate=move_info.acceptance_rate,
-            is_accepted=move_info.is_accepted,
-            is_divergent=move_info.is_divergent,
+            acceptance_rate=aux.info.acceptance_rate,
+            is_accepted=aux.info.is_accepted,
+            is_divergent=getattr(aux.info, "is_divergent", jnp.zeros_like(aux.info.is_accepted)),
             beta=state.beta,
             step_size=precond.step_size,
             log_abs_det=precond.log_abs_det(),
@@ -533,48 +517,27 @@ def speed_measure(
             is_adapting=is_adapting,
             gradient_is_finite=finite,
         )
-        return moved, new_state, info
+        return aux.states, new_state, info
 
-    def move_with_factor(rng_key, state, new_state, is_adapting, chain_states, logdensity_fn, context, context_axes):
-        """The variant's move: one kernel step at ``(s h, C)`` from the states the objective started from (with
-        ``s`` the iterate while adapting, the average after), then one dual-averaging step of ``log s``."""
-        factor = state.step_size_factor
-        log_factor = jnp.where(is_adapting, factor.log_step_size, factor.log_step_size_avg)
-        precond = to_preconditioner(state.params._replace(log_step_size=state.params.log_step_size + log_factor))
-        moved, info = _common.step_chains(kernel, jax.random.fold_in(rng_key, 1), chain_states,
-                                          resolve_logdensity(logdensity_fn), context, context_axes, precond)
-        updated = _update_dual_averaging(factor_update, factor, jnp.mean(info.acceptance_rate))
-        factor = jax.tree.map(lambda new, old: jnp.where(is_adapting, new, old), updated, factor)
-        return moved, info, precond, new_state._replace(step_size_factor=factor)
+    def diagnostics(state, info) -> dict:
+        tuned = to_preconditioner(state)
+        return {"step_size": tuned.step_size, "log_abs_det": tuned.log_abs_det(), "beta": state.beta,
+                "speed_measure": jnp.mean(info.objective),
+                "nonfinite_kernel_gradients": jnp.sum(~info.gradient_is_finite)}
 
-    def init_chains(positions, logdensity_fn=None, context=None, *, context_axes=0):
-        return _common.init_chains(
-            algorithm, positions, resolve_logdensity(logdensity_fn), context, context_axes=context_axes
-        )
-
-    def run(rng_key: PRNGKey, positions: Array, num_steps: int):
-        positions = jnp.asarray(positions)
-        chain_states = init_chains(positions)
-        state = init(positions.shape[-1])
-
-        def one_step(carry, step):
-            chains, adaptation_state = carry
-            chains, adaptation_state, info = update(jax.random.fold_in(rng_key, step), adaptation_state, chains)
-            return (chains, adaptation_state), info
-
-        (chain_states, state), info = lax.scan(one_step, (chain_states, state), jnp.arange(num_steps))
-        return AdaptationResults(to_preconditioner(state), chain_states, state), info
-
+    loop = base.bind_loop(algorithm, logdensity_fn, init, update, to_preconditioner, "speed_measure")
     return SpeedMeasureAdaptation(
         init=init,
         update=update,
+        final=to_preconditioner,
+        diagnostics=diagnostics,
         objective=objective,
-        init_chains=init_chains,
-        run=run,
-        to_preconditioner=to_preconditioner,
+        init_chains=loop["init_chains"],
+        run=loop["run"],
         algorithm=algorithm,
+        kernel=kernel,
         target_acceptance_rate=target,
-        num_integration_steps=num_steps_l,
         preconditioner=preconditioner_kind,
-        step_size_adaptation=step_size_adaptation,
+        kernel_options=tuple(sorted(settings.options.items())),
+        logdensity_fn=logdensity_fn,
     )

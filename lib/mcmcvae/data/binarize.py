@@ -15,6 +15,24 @@ import numpy as np
 from mcmcvae.types import Array, ArrayLike, PRNGKey
 
 
+def _check_intensities(images) -> None:
+    """Concrete (not traced) inputs must be numeric, finite intensities in [0, 1]; inside ``jit`` nothing can be
+    checked, so validate before tracing."""
+    if isinstance(images, jax.core.Tracer):
+        return
+    array = np.asarray(images)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"images must be a numeric array of intensities in [0, 1], got dtype {array.dtype}")
+    if array.size == 0:
+        return
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"images contain {int(np.sum(~np.isfinite(array)))} NaN or infinite pixels; clean or drop "
+                         "those images before binarising")
+    lo, hi = float(array.min()), float(array.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"intensities must lie in [0, 1], found [{lo}, {hi}]; divide 8-bit images by 255")
+
+
 def binarize_static(images: ArrayLike, threshold: float = 0.5) -> Array | np.ndarray:
     """Threshold images: ``x = 1`` where the intensity exceeds ``threshold``, else 0.
 
@@ -24,6 +42,12 @@ def binarize_static(images: ArrayLike, threshold: float = 0.5) -> Array | np.nda
         Intensities in [0, 1], any shape; a numpy array or a ``jax.Array`` (also inside ``jit``).
     threshold
         Pixels strictly above it become 1.
+
+    Raises
+    ------
+    ValueError
+        For NaN or infinite pixels, or intensities outside [0, 1] (8-bit images: divide by 255); checked on
+        concrete arrays, not on traced ones inside ``jit``.
 
     Returns
     -------
@@ -37,6 +61,9 @@ def binarize_static(images: ArrayLike, threshold: float = 0.5) -> Array | np.nda
     >>> binarize_static(np.array([0.2, 0.5, 0.9]))
     array([0., 0., 1.], dtype=float32)
     """
+    _check_intensities(images)
+    if not (0.0 <= threshold < 1.0):
+        raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
     if isinstance(images, jax.Array):
         return (images > threshold).astype(jnp.float32)
     return (np.asarray(images) > threshold).astype(np.float32)
@@ -52,6 +79,11 @@ def binarize_dynamic(rng_key: PRNGKey, images: ArrayLike) -> Array:
     images
         Intensities in [0, 1], any shape.
 
+    Raises
+    ------
+    ValueError
+        As :func:`binarize_static`.
+
     Returns
     -------
     jax.Array
@@ -64,5 +96,6 @@ def binarize_dynamic(rng_key: PRNGKey, images: ArrayLike) -> Array:
     >>> binarize_dynamic(jax.random.key(0), jnp.array([0.0, 1.0]))
     Array([0., 1.], dtype=float32)
     """
+    _check_intensities(images)
     probabilities = jnp.asarray(images, dtype=jnp.float32)
     return jax.random.bernoulli(rng_key, probabilities).astype(jnp.float32)

@@ -16,6 +16,7 @@ _NAMES = {
     "bound_diagnostics": "diagnostics",
     "variational_gap": "diagnostics",
     "generalisation_gap": "diagnostics",
+    "chain_diagnostics": "diagnostics",
     "ais_log_likelihood": "ais",
     "ais_log_weights": "ais",
     "dataset_ais_log_likelihood": "ais",

@@ -14,12 +14,12 @@ Schedule: the sigmoidal schedule of Grosse et al. (2015) used by Wu et al. (2017
 ``beta_t ∝ sigmoid(delta (2t/T - 1))`` rescaled to run from 0 to 1 with ``delta = 4``, which spends more
 temperatures near both ends of the path; ``schedule="linear"`` gives ``beta_t = t / T``.
 
-Transitions: HMC with ``num_leapfrog_steps`` leapfrog steps and inverse mass matrix ``diag(sigma^2)``, run in
-the whitened coordinates ``u = (z - mu) / sigma`` (identity mass there, the same sampler). Unless ``step_size``
-is given, the step size adapts across temperatures: the step size at temperature ``t + 1`` is
-``h_{t+1} = h_t exp(rate (a_t - target))`` with ``a_t`` the chains' mean acceptance rate at temperature ``t``.
-The step size used at ``t`` thus depends only on what happened before ``t``, and the transition at ``t`` still
-leaves ``pi_t`` invariant.
+Transitions: :mod:`mcmcvae.kernels.hmc` with ``num_leapfrog_steps`` leapfrog steps and inverse mass matrix
+``diag(sigma^2)`` (``C = diag(sigma)``, so the step size is in units of ``sigma``), run by the library's AIS loop
+:func:`mcmcvae.kernels.annealing.anneal` on the annealed log density. Unless ``step_size`` is given, the step size
+adapts across temperatures: the step size at temperature ``t + 1`` is ``h_{t+1} = h_t exp(rate (a_t - target))``
+with ``a_t`` the chains' mean acceptance rate at temperature ``t``. The step size used at ``t`` thus depends only on
+what happened before ``t``, and the transition at ``t`` still leaves ``pi_t`` invariant.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 
 from mcmcvae.batching import map_padded_batches
 from mcmcvae.evaluate.importance import _check_positive_int, _check_proposal
+from mcmcvae.kernels.annealing import anneal, diagonal_normal_logpdf
 from mcmcvae.types import Array, ArrayLike, LogJointFn, PRNGKey
 
 __all__ = ["ais_log_likelihood", "ais_log_weights", "annealing_schedule", "dataset_ais_log_likelihood", "AISInfo",
@@ -85,48 +86,6 @@ def annealing_schedule(num_temperatures: int, schedule: str = "sigmoid") -> np.n
     return betas
 
 
-class _ChainState(NamedTuple):
-    position: Array  # u, whitened
-    log_target: Array  # log f_u(u) = log p(x, mu + sigma u) + sum(log sigma)
-    log_target_grad: Array
-
-
-def _log_proposal(u: Array) -> Array:
-    return -0.5 * jnp.sum(u**2, axis=-1) - 0.5 * u.shape[-1] * math.log(2 * math.pi)
-
-
-def _hmc_step(rng_key, state: _ChainState, beta, step_size, num_leapfrog_steps, value_and_grad):
-    """One HMC transition leaving ``pi_beta(u) ∝ N(u; 0, I)^(1 - beta) f_u(u)^beta`` invariant."""
-
-    def grad_log_pi(s: _ChainState):
-        return beta * s.log_target_grad - (1.0 - beta) * s.position
-
-    def log_pi(s: _ChainState):
-        return beta * s.log_target + (1.0 - beta) * _log_proposal(s.position)
-
-    def leapfrog(carry, _):
-        s, momentum = carry
-        momentum = momentum + 0.5 * step_size * grad_log_pi(s)
-        position = s.position + step_size * momentum
-        log_target, log_target_grad = value_and_grad(position)
-        s = _ChainState(position, log_target, log_target_grad)
-        momentum = momentum + 0.5 * step_size * grad_log_pi(s)
-        return (s, momentum), None
-
-    momentum_key, accept_key = jax.random.split(rng_key)
-    momentum = jax.random.normal(momentum_key, state.position.shape, state.position.dtype)
-    (proposal, end_momentum), _ = jax.lax.scan(
-        leapfrog, (state, momentum), None, length=num_leapfrog_steps
-    )
-    log_ratio = log_pi(proposal) - 0.5 * jnp.sum(end_momentum**2) - log_pi(state) + 0.5 * jnp.sum(momentum**2)
-    # a diverged trajectory (inf - inf = nan energy error) is a rejection
-    log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-    acceptance_rate = jnp.exp(jnp.minimum(log_ratio, 0.0))
-    is_accepted = jnp.log(jax.random.uniform(accept_key, dtype=log_ratio.dtype)) < log_ratio
-    new_state = jax.tree.map(lambda new, old: jnp.where(is_accepted, new, old), proposal, state)
-    return new_state, acceptance_rate
-
-
 def ais_log_weights(
     rng_key: PRNGKey,
     log_joint_fn: LogJointFn,
@@ -171,50 +130,17 @@ def ais_log_weights(
     loc, scale = _check_proposal(proposal_loc, proposal_scale)
     dtype = loc.dtype
     betas = jnp.asarray(annealing_schedule(num_temperatures, schedule), dtype)
-    log_scale_sum = jnp.sum(jnp.log(scale))
-
-    def log_target(u):
-        # p(x, z) carried to u = (z - mu) / sigma, Jacobian included, so that log f_u - log N(u; 0, I) equals
-        # log p(x, z) - log q(z)
-        return log_joint_fn(loc + scale * u) + log_scale_sum
-
-    value_and_grad = jax.value_and_grad(log_target)
     init_key, transition_key = jax.random.split(rng_key)
-
-    def init_chain(key):
-        u = jax.random.normal(key, loc.shape, dtype)
-        return _ChainState(u, *value_and_grad(u))
-
-    states = jax.vmap(init_chain)(jax.random.split(init_key, num_chains))
-
-    def log_increment(s: _ChainState, beta_prev, beta):
-        return (beta - beta_prev) * (s.log_target - _log_proposal(s.position))
-
-    log_step_sizes = jnp.zeros(num_temperatures - 1, dtype) if adapt else jnp.log(step_size.astype(dtype))
-
-    def anneal(carry, inputs):
-        states, log_weights, log_step_size = carry
-        t, fixed_log_step_size = inputs
-        if not adapt:
-            log_step_size = fixed_log_step_size
-        beta = betas[t]
-        log_weights = log_weights + log_increment(states, betas[t - 1], beta)
-        keys = jax.random.split(jax.random.fold_in(transition_key, t), num_chains)
-        current_step_size = jnp.exp(log_step_size)
-        states, acceptance = jax.vmap(
-            lambda key, s: _hmc_step(key, s, beta, current_step_size, num_leapfrog_steps, value_and_grad)
-        )(keys, states)
-        mean_acceptance = jnp.mean(acceptance)
-        if adapt:
-            log_step_size = log_step_size + step_size_adaptation_rate * (mean_acceptance - target_acceptance_rate)
-        return (states, log_weights, log_step_size), (current_step_size, mean_acceptance)
-
-    init = (states, jnp.zeros(num_chains, dtype), jnp.log(jnp.asarray(initial_step_size, dtype)))
-    (states, log_weights, _), (step_sizes, acceptance) = jax.lax.scan(
-        anneal, init, (jnp.arange(1, num_temperatures), log_step_sizes)
-    )
-    log_weights = log_weights + log_increment(states, betas[-2], betas[-1])
-    return AISInfo(log_weights, step_sizes, acceptance)
+    noise = jax.vmap(lambda key: jax.random.normal(key, loc.shape, dtype))(jax.random.split(init_key, num_chains))
+    # transitions at beta_1 .. beta_{T-1}; the last increment, to beta_T = 1, follows without a transition
+    result = anneal(transition_key, log_joint_fn, loc + scale * noise, loc, scale, betas[:-1],
+                    num_integration_steps=num_leapfrog_steps,
+                    log_step_sizes=None if adapt else jnp.log(step_size.astype(dtype)),
+                    initial_step_size=initial_step_size, target_acceptance_rate=target_acceptance_rate,
+                    step_size_adaptation_rate=step_size_adaptation_rate, mass_scale=scale)
+    z = result.positions
+    last = (betas[-1] - betas[-2]) * (jax.vmap(log_joint_fn)(z) - diagonal_normal_logpdf(z, loc, scale))
+    return AISInfo(result.log_weights + last, result.step_size, result.acceptance_rate)
 
 
 def ais_log_likelihood(

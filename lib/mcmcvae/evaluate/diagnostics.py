@@ -15,6 +15,14 @@ r"""Diagnostics of a trained model beyond its log-likelihood: active units, the 
   ``(sum w)^2 / sum w^2`` of the weights and the ELBO estimate ``(1/k) sum_s log w_s``, through the streaming
   accumulation of :mod:`mcmcvae.evaluate.importance`.
 - :func:`variational_gap` and :func:`generalisation_gap`: differences of per-image log-likelihoods and bounds.
+- :func:`chain_diagnostics`: the effective sample size and R-hat of MCMC draws, computed by BlackJAX's
+  ``blackjax.diagnostics`` (the library's maintained estimators; nothing here re-implements them).
+
+Two quantities are both called an effective sample size. The MCMC one (:func:`chain_diagnostics`) counts how many
+independent draws a set of autocorrelated chains is worth; it comes from BlackJAX. The importance-sampling one
+(:attr:`BoundDiagnostics.effective_sample_size`, Kish's ``(sum w)^2 / sum w^2`` of independent weighted draws) is a
+one-line function of the streamed weight sums; neither BlackJAX nor NumPyro offers it for streamed sums, so it stays
+in :mod:`mcmcvae.evaluate.importance`.
 
 Everything here only reads parameters: nothing trains or adapts.
 """
@@ -48,6 +56,8 @@ __all__ = [
     "variational_gap",
     "generalisation_gap",
     "DEFAULT_ACTIVITY_THRESHOLD",
+    "ChainDiagnostics",
+    "chain_diagnostics",
 ]
 
 DEFAULT_ACTIVITY_THRESHOLD = 0.01  # Burda et al. (2016)
@@ -469,3 +479,67 @@ def generalisation_gap(train_log_likelihood: ArrayLike, test_log_likelihood: Arr
         raise ValueError(f"both log-likelihood arrays need at least one value, got sizes {train.size} and "
                          f"{test.size}")
     return jnp.mean(train) - jnp.mean(test)
+
+
+# ------------------------------------------------------------------------------------------- MCMC chains
+class ChainDiagnostics(NamedTuple):
+    """Per-coordinate convergence diagnostics of MCMC draws, from ``blackjax.diagnostics``.
+
+    Attributes
+    ----------
+    effective_sample_size
+        ``(d,)``: the draws of all chains together are worth this many independent draws
+        (``blackjax.diagnostics.effective_sample_size``: Geyer's initial monotone sequence over the chains' mean
+        autocorrelation, as in Stan).
+    potential_scale_reduction
+        ``(d,)``: R-hat (``blackjax.diagnostics.potential_scale_reduction``, Gelman and Rubin's between/within
+        chain variance ratio); near 1 when the chains agree.
+    """
+
+    effective_sample_size: Array
+    potential_scale_reduction: Array
+
+
+def chain_diagnostics(positions: ArrayLike) -> ChainDiagnostics:
+    r"""The effective sample size and R-hat of every coordinate of MCMC draws, by BlackJAX's diagnostics.
+
+    Parameters
+    ----------
+    positions
+        ``(num_samples, n_chains, d)``, the layout the tuners' ``.sample`` returns (``num_samples >= 4``,
+        ``n_chains >= 2``). For BlackJAX's own ``(n_chains, num_samples, ...)`` call ``blackjax.diagnostics``
+        directly.
+
+    Returns
+    -------
+    ChainDiagnostics
+        ``effective_sample_size (d,)`` and ``potential_scale_reduction (d,)``.
+
+    Raises
+    ------
+    ValueError
+        If ``positions`` is not three-dimensional, has fewer than 2 chains or 4 draws per chain.
+
+    Examples
+    --------
+    >>> import jax
+    >>> draws = jax.random.normal(jax.random.key(0), (500, 4, 3))  # independent draws: ESS near 2000
+    >>> diagnostics = chain_diagnostics(draws)
+    >>> diagnostics.effective_sample_size.shape, bool(abs(diagnostics.potential_scale_reduction - 1).max() < 0.01)
+    ((3,), True)
+    """
+    import blackjax.diagnostics  # noqa: PLC0415 - only this function needs it
+
+    positions = jnp.asarray(positions)
+    if positions.ndim != 3:
+        raise ValueError(f"positions must have shape (num_samples, n_chains, d), got {positions.shape}; add a "
+                         "trailing axis for a scalar quantity")
+    num_samples, num_chains, _ = positions.shape
+    if num_chains < 2 or num_samples < 4:
+        raise ValueError(f"need at least 2 chains of 4 draws for R-hat and the ESS, got {num_chains} chains of "
+                         f"{num_samples}")
+    return ChainDiagnostics(
+        effective_sample_size=blackjax.diagnostics.effective_sample_size(positions, chain_axis=1, sample_axis=0),
+        potential_scale_reduction=blackjax.diagnostics.potential_scale_reduction(positions, chain_axis=1,
+                                                                                 sample_axis=0),
+    )

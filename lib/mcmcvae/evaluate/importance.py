@@ -394,8 +394,9 @@ def dataset_importance_estimate(
     """
     num_samples = _check_positive_int(num_samples, "num_samples")
     batch_size = _check_positive_int(batch_size, "batch_size")
-    if not scale_factor > 0 or not variance_factor > 0:
-        raise ValueError(f"scale_factor and variance_factor must be positive, got {scale_factor}, {variance_factor}")
+    if not (0 < scale_factor < math.inf and 0 < variance_factor < math.inf):
+        raise ValueError(f"scale_factor and variance_factor must be positive and finite, got {scale_factor}, "
+                         f"{variance_factor}")
     leaves = jax.tree.leaves(images)
     num_points = np.shape(leaves[0])[0] if leaves and np.ndim(leaves[0]) > 0 else None  # checked below
     if num_points == 0:

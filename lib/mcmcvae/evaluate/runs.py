@@ -52,6 +52,24 @@ def load_evaluation_images(config: dict, *, split: str = "test", num_images: int
     return np.asarray(images, np.float32)
 
 
+def _checked_images(model, images, **counts) -> np.ndarray:
+    """The images as float32 after the model's own check (shape, dtype, range, NaN, binarity), and the counts
+    checked to be positive integers: the public estimators fail here with a message naming the fix, never with a
+    finite but meaningless number."""
+    for name, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    raw = np.asarray(images)
+    model.validate_images(raw)
+    return raw.astype(np.float32)
+
+
+def _check_factors(**factors) -> None:
+    for name, value in factors.items():
+        if not (isinstance(value, int | float | np.floating) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
 def method_proposals(rng_key, model, method, params, state, images, *, batch_size: int = 100):
     """Each image's proposal ``(loc, scale)``, ``(n, d)`` each, from the method, batch by batch.
 
@@ -77,6 +95,9 @@ def test_log_likelihood(rng_key, model, method, params, state, images, *, num_sa
     (:func:`mcmcvae.hierarchical.log_likelihood`), for every method, as the hierarchical experiments evaluate;
     the summary then says ``proposal = "hierarchical q"`` and has no effective sample size.
 
+    ``images`` must suit the model (its ``validate_images``): ``(n, H, W, C)`` intensities in [0, 1], finite, and
+    binary for a Bernoulli likelihood; anything else raises a ``ValueError`` that names the fix.
+
     Returns
     -------
     dict
@@ -87,6 +108,8 @@ def test_log_likelihood(rng_key, model, method, params, state, images, *, num_sa
         ``per_image`` is a JSON-ready number; per-image effective sample sizes come from
         :func:`mcmcvae.evaluate.importance.dataset_importance_estimate`.
     """
+    images = _checked_images(model, images, num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size)
+    _check_factors(variance_factor=variance_factor, scale_factor=scale_factor)
     if hasattr(model, "sample_q"):
         from mcmcvae.hierarchical import log_likelihood as hierarchical_log_likelihood
 
@@ -138,6 +161,9 @@ def test_ais_log_likelihood(rng_key, model, method, params, state, images, *, nu
         ``per_image``, ``bits_per_dim`` for non-Bernoulli likelihoods), with ``estimator = "ais"``,
         ``num_temperatures``, ``num_chains``, ``num_leapfrog_steps`` and the mean HMC ``acceptance_rate``.
     """
+    images = _checked_images(model, images, num_temperatures=num_temperatures, num_chains=num_chains,
+                             num_leapfrog_steps=num_leapfrog_steps, batch_size=batch_size)
+    _check_factors(variance_factor=variance_factor)
     k_proposal, k_ais = jax.random.split(rng_key)
     locs, scales = method_proposals(k_proposal, model, method, params, state, images, batch_size=batch_size)
     result = dataset_ais_log_likelihood(

@@ -31,8 +31,8 @@ class FreezeParams:
     The wrapped method computes its update as usual; the frozen groups are then put back, so neither they nor
     anything derived from them changes (the frozen groups' optimiser moments are kept but never applied).
     ``name``, ``init``, ``proposal`` and ``kernel_parameters`` are the wrapped method's; ``config`` is the wrapped
-    method's plus ``"frozen_groups"``, which :func:`mcmcvae.methods.build` ignores, so
-    :func:`mcmcvae.train.load_run` rebuilds the wrapped method (the same for evaluation).
+    method's plus ``"frozen_groups"``, from which :func:`mcmcvae.methods.from_config` (and so
+    :func:`mcmcvae.train.load_run`) rebuilds this wrapper around the same method.
 
     Parameters
     ----------
@@ -64,15 +64,11 @@ class FreezeParams:
         return self.method.init(rng_key, model, params)
 
     @property
-    def uses_data_indices(self) -> bool:
-        return bool(getattr(self.method, "uses_data_indices", False))
-
-    @property
     def num_data(self):
         return getattr(self.method, "num_data", None)
 
-    def step(self, rng_key: PRNGKey, model, params: Params, state, images: Array, **kwargs):
-        new_params, state, metrics = self.method.step(rng_key, model, params, state, images, **kwargs)
+    def step(self, rng_key: PRNGKey, model, params: Params, state, batch):
+        new_params, state, metrics = self.method.step(rng_key, model, params, state, batch)
         return {**new_params, **{group: params[group] for group in self.groups}}, state, metrics
 
     def proposal(self, rng_key: PRNGKey, model, params: Params, state, images: Array):

@@ -30,7 +30,8 @@ from mcmcvae.kernels import _metropolis, integrators
 from mcmcvae.kernels.preconditioner import Preconditioner
 from mcmcvae.types import Array, LogDensityFn, PRNGKey
 
-__all__ = ["State", "Info", "init", "build_kernel"]
+__all__ = ["State", "Info", "init", "build_kernel", "DEFAULT_TARGET_ACCEPTANCE_RATE", "proposal_entropy",
+           "entropy_curvature"]
 
 
 # Both kernels carry the same minimal state and start it the same way.
@@ -74,6 +75,36 @@ class Info(NamedTuple):
     midpoint: Array
 
 
+# -- what the tuners ask of a kernel module (mcmcvae.adaptation) ------------------------------------------------
+
+#: The acceptance rate the tuners steer HMC towards unless told otherwise (near the optimal 0.651 of Beskos et al.
+#: 2013 for HMC in high dimension; the paper's choice).
+DEFAULT_TARGET_ACCEPTANCE_RATE = 0.65
+
+
+def proposal_entropy(preconditioner: Preconditioner, num_integration_steps: int) -> Array:
+    r"""The closed-form part of the HMC proposal's entropy, ``d log(hL) + log|det C|``.
+
+    To first order in ``h^2`` the end point ``z_L`` depends on the noise ``v`` through the Jacobian
+    ``hL C (I - A)`` with ``A = c h^2 C^T Hess U(q_mid) C`` and ``c`` = :func:`entropy_curvature`
+    (Hirt, Kreouzis and Dellaportas 2024, section 4.5), so the entropy is this plus ``log|det(I - A)|``, which the
+    speed measure estimates at ``Info.midpoint`` (:mod:`mcmcvae.adaptation.logdet`). With ``L = 1``, ``c = 0`` and
+    this is MALA's entropy.
+
+    Examples
+    --------
+    >>> from mcmcvae.kernels import Preconditioner, hmc
+    >>> float(hmc.proposal_entropy(Preconditioner.diagonal(2, step_size=0.5), 2))  # 2 log(0.5 * 2)
+    0.0
+    """
+    log_length = jnp.log(jnp.asarray(float(num_integration_steps), preconditioner.log_step_size.dtype))
+    return preconditioner.dim * (preconditioner.log_step_size + log_length) + preconditioner.log_abs_det()
+
+
+def entropy_curvature(num_integration_steps: int) -> float:
+    """``c = (L^2 - 1) / 6``, the factor of ``A = c h^2 C^T Hess U(q_mid) C`` in the entropy's ``log|det(I - A)|``
+    term (zero for ``L = 1``: no such term)."""
+    return (int(num_integration_steps) ** 2 - 1) / 6.0
 
 
 def build_kernel(
@@ -159,3 +190,72 @@ def build_kernel(
         return decision.state, info
 
     return kernel
+
+
+def as_top_level_api(
+    logdensity_fn: LogDensityFn,
+    preconditioner: Preconditioner,
+    num_integration_steps: int,
+    *,
+    divergence_threshold: float = 1000.0,
+    stop_gradient_proposal_grad: bool = False,
+):
+    r"""The HMC kernel with its target, ``(h, C)`` and ``L`` bound, as a BlackJAX ``SamplingAlgorithm``.
+
+    BlackJAX's generic loops (``blackjax.util.run_inference_algorithm``), its diagnostics and any code written for
+    ``blackjax.hmc(...)`` then run this kernel unchanged: ``init(position, rng_key=None)`` is :func:`init` and
+    ``step(rng_key, state)`` is ``build_kernel(num_integration_steps, ...)(rng_key, state, logdensity_fn,
+    preconditioner)``, the same draw for the same key. The inverse mass matrix is ``C C^T``.
+
+    Parameters
+    ----------
+    logdensity_fn
+        ``log pi(position)``, up to a constant.
+    preconditioner
+        The :class:`~mcmcvae.kernels.Preconditioner` ``(h, C)``.
+    num_integration_steps
+        ``L``, leapfrog steps per transition (a Python int >= 1).
+    divergence_threshold, stop_gradient_proposal_grad
+        Passed to :func:`build_kernel`.
+
+    Returns
+    -------
+    blackjax.base.SamplingAlgorithm
+        ``(init, step)``, pure and not jitted.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import blackjax
+    >>> from mcmcvae.kernels import Preconditioner, hmc
+    >>> logdensity_fn = lambda z: -0.5 * jnp.sum(z**2)
+    >>> algorithm = hmc.as_top_level_api(logdensity_fn, Preconditioner.lower_triangular(2, step_size=0.5), 4)
+    >>> _, (states, infos) = blackjax.util.run_inference_algorithm(
+    ...     jax.random.key(0), algorithm, 100, initial_position=jnp.zeros(2))
+    >>> infos.is_divergent.shape
+    (100,)
+    """
+    import blackjax.base  # deferred: the kernels themselves need only JAX
+
+    if not isinstance(preconditioner, Preconditioner):
+        raise TypeError(
+            f"hmc.as_top_level_api: preconditioner must be a mcmcvae.kernels.Preconditioner, got "
+            f"{type(preconditioner).__name__}; build one with Preconditioner.diagonal or .lower_triangular"
+        )
+    kernel = build_kernel(
+        num_integration_steps,
+        divergence_threshold=divergence_threshold,
+        stop_gradient_proposal_grad=stop_gradient_proposal_grad,
+    )
+
+    def init_fn(position: Array, rng_key: PRNGKey | None = None) -> State:
+        del rng_key  # the state is deterministic
+        return init(position, logdensity_fn)
+
+    def step_fn(rng_key: PRNGKey, state: State) -> tuple[State, Info]:
+        return kernel(rng_key, state, logdensity_fn, preconditioner)
+
+    return blackjax.base.SamplingAlgorithm(init_fn, step_fn)
+
+
+__all__.append("as_top_level_api")

@@ -34,7 +34,7 @@ from mcmcvae.kernels import _metropolis
 from mcmcvae.kernels.preconditioner import Preconditioner
 from mcmcvae.types import Array, LogDensityFn, PRNGKey
 
-__all__ = ["State", "Info", "init", "build_kernel"]
+__all__ = ["State", "Info", "init", "build_kernel", "DEFAULT_TARGET_ACCEPTANCE_RATE", "proposal_entropy"]
 
 
 # Both kernels carry the same minimal state and start it the same way.
@@ -74,6 +74,26 @@ class Info(NamedTuple):
     proposal: State
 
 
+# -- what the tuners ask of a kernel module (mcmcvae.adaptation) ------------------------------------------------
+
+#: The acceptance rate the tuners steer MALA towards unless told otherwise (near the optimal 0.574 of Roberts and
+#: Rosenthal 1998 for MALA in high dimension; the paper's choice).
+DEFAULT_TARGET_ACCEPTANCE_RATE = 0.55
+
+
+def proposal_entropy(preconditioner: Preconditioner) -> Array:
+    r"""Entropy of the proposal ``N(m(z), h^2 C C^T)`` up to a constant: ``d log h + log|det C|``.
+
+    The speed measure's ``H`` (Hirt, Kreouzis and Dellaportas 2024, section 4.4); differentiable in the
+    preconditioner and the same for every ``z``.
+
+    Examples
+    --------
+    >>> from mcmcvae.kernels import Preconditioner, mala
+    >>> float(mala.proposal_entropy(Preconditioner.diagonal(2, step_size=1.0, scale=2.0)))  # 2 log 2
+    1.3862943649291992
+    """
+    return preconditioner.dim * preconditioner.log_step_size + preconditioner.log_abs_det()
 
 
 def build_kernel(
@@ -164,3 +184,64 @@ def build_kernel(
         return decision.state, info
 
     return kernel
+
+
+def as_top_level_api(
+    logdensity_fn: LogDensityFn,
+    preconditioner: Preconditioner,
+    *,
+    stop_gradient_proposal_grad: bool = False,
+):
+    r"""The MALA kernel with its target and ``(h, C)`` bound, as a BlackJAX ``SamplingAlgorithm``.
+
+    BlackJAX's generic loops (``blackjax.util.run_inference_algorithm``), its diagnostics and any code written for
+    ``blackjax.mala(...)`` then run this kernel unchanged: ``init(position, rng_key=None)`` is :func:`init` and
+    ``step(rng_key, state)`` is ``build_kernel(...)(rng_key, state, logdensity_fn, preconditioner)``, the same
+    draw for the same key. A tuned ``(h, C)`` (``results.parameters`` of a tuner's ``.run``) is held fixed.
+
+    Parameters
+    ----------
+    logdensity_fn
+        ``log pi(position)``, up to a constant.
+    preconditioner
+        The :class:`~mcmcvae.kernels.Preconditioner` ``(h, C)``.
+    stop_gradient_proposal_grad
+        Passed to :func:`build_kernel` (values are the same either way).
+
+    Returns
+    -------
+    blackjax.base.SamplingAlgorithm
+        ``(init, step)``, pure and not jitted.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import blackjax
+    >>> from mcmcvae.kernels import Preconditioner, mala
+    >>> logdensity_fn = lambda z: -0.5 * jnp.sum(z**2)
+    >>> algorithm = mala.as_top_level_api(logdensity_fn, Preconditioner.diagonal(2, step_size=1.0))
+    >>> _, history = blackjax.util.run_inference_algorithm(
+    ...     jax.random.key(0), algorithm, 100, initial_position=jnp.zeros(2))
+    >>> history[0].position.shape
+    (100, 2)
+    """
+    import blackjax.base  # deferred: the kernels themselves need only JAX
+
+    if not isinstance(preconditioner, Preconditioner):
+        raise TypeError(
+            f"mala.as_top_level_api: preconditioner must be a mcmcvae.kernels.Preconditioner, got "
+            f"{type(preconditioner).__name__}; build one with Preconditioner.diagonal or .lower_triangular"
+        )
+    kernel = build_kernel(stop_gradient_proposal_grad=stop_gradient_proposal_grad)
+
+    def init_fn(position: Array, rng_key: PRNGKey | None = None) -> State:
+        del rng_key  # the state is deterministic
+        return init(position, logdensity_fn)
+
+    def step_fn(rng_key: PRNGKey, state: State) -> tuple[State, Info]:
+        return kernel(rng_key, state, logdensity_fn, preconditioner)
+
+    return blackjax.base.SamplingAlgorithm(init_fn, step_fn)
+
+
+__all__.append("as_top_level_api")

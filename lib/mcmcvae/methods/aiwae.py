@@ -37,10 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcmcvae import kernels
+from mcmcvae.kernels.annealing import anneal
 from mcmcvae.methods.base import apply_gradients, make_optimizer, nonfinite_count
-from mcmcvae.methods.vcd import adapt_log_step_size, diagonal_normal_logpdf
-from mcmcvae.types import Array, PRNGKey
+from mcmcvae.methods.vcd import adapt_log_step_size
+from mcmcvae.types import Array, PRNGKey, as_batch
 
 __all__ = ["AIWAE", "inverse_temperatures", "annealed_log_weights"]
 
@@ -56,7 +56,8 @@ def inverse_temperatures(num_temperatures: int) -> np.ndarray:
 
 def annealed_log_weights(rng_key: PRNGKey, log_joint_fn, contexts, positions: Array, loc: Array, scale: Array,
                          log_step_sizes: Array, *, num_integration_steps: int = 5):
-    r"""AIS from ``q0 = N(loc, diag(scale^2))`` to ``log_joint_fn`` along ``beta_t = t / (T - 1)``.
+    r"""AIS from ``q0 = N(loc, diag(scale^2))`` to ``log_joint_fn`` along ``beta_t = t / (T - 1)``, with HMC
+    transitions of identity mass (:func:`mcmcvae.kernels.annealing.anneal`).
 
     Parameters
     ----------
@@ -77,41 +78,10 @@ def annealed_log_weights(rng_key: PRNGKey, log_joint_fn, contexts, positions: Ar
         ``(m,)`` AIS log weights, ``(m, d)`` final positions, ``(T - 1,)`` mean acceptance rate per temperature.
         Nothing here is meant to be differentiated (callers stop gradients).
     """
-    num_transitions = log_step_sizes.shape[0]
-    betas = jnp.asarray(inverse_temperatures(num_transitions + 1))
-    kernel = kernels.hmc.build_kernel(num_integration_steps)
-    m, dim = positions.shape
-    unit = jnp.ones((dim,), positions.dtype)
-    log_joint_and_grad = jax.vmap(jax.value_and_grad(log_joint_fn))
-
-    def log_q(z, mu, sigma):
-        return diagonal_normal_logpdf(z, mu, sigma)
-
-    def body(carry, inputs):
-        z, log_w = carry
-        t, log_h = inputs
-        beta, beta_prev = betas[t], betas[t - 1]
-        lp, grad_lp = log_joint_and_grad(z, contexts)
-        lq = log_q(z, loc, scale)
-        grad_lq = -(z - loc) / scale**2
-        log_w = log_w + (beta - beta_prev) * (lp - lq)
-        # The kernel state of pi_t, built from the two densities' values rather than evaluated afresh.
-        state = kernels.hmc.State(z, lq + beta * (lp - lq), grad_lq + beta * (grad_lp - grad_lq))
-
-        def tempered(zz, c, mu, sigma):
-            lq_ = log_q(zz, mu, sigma)
-            return lq_ + beta * (log_joint_fn(zz, c) - lq_)
-
-        keys = jax.random.split(jax.random.fold_in(rng_key, t), m)
-        preconditioner = kernels.Preconditioner(log_h, unit)
-        state, info = jax.vmap(
-            lambda key, s, c, mu, sigma: kernel(key, s, lambda zz: tempered(zz, c, mu, sigma), preconditioner)
-        )(keys, state, contexts, loc, scale)
-        return (state.position, log_w), jnp.mean(info.acceptance_rate)
-
-    (z, log_w), acceptance = jax.lax.scan(
-        body, (positions, jnp.zeros((m,), positions.dtype)), (jnp.arange(1, num_transitions + 1), log_step_sizes))
-    return log_w, z, acceptance
+    betas = jnp.asarray(inverse_temperatures(log_step_sizes.shape[0] + 1))
+    result = anneal(rng_key, log_joint_fn, positions, loc, scale, betas, num_integration_steps=num_integration_steps,
+                    log_step_sizes=log_step_sizes, context=contexts, context_axes=0)
+    return result.log_weights, result.positions, result.acceptance_rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +136,8 @@ class AIWAE:
                 "theta_opt": theta_opt.init({k: params[k] for k in _THETA}),
                 "log_step_size": jnp.full((self.num_temperatures - 1,), math.log(step_size), jnp.float32)}
 
-    def step(self, rng_key, model, params, state, images):
+    def step(self, rng_key, model, params, state, batch):
+        images = as_batch(batch).images
         k_q, k_chain = jax.random.split(rng_key)
         num_samples, n = self.num_samples, images.shape[0]
 

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from mcmcvae.methods.base import apply_gradients, make_optimizer, nonfinite_count
+from mcmcvae.types import as_batch
 
 __all__ = ["ELBO", "log_weights", "bound"]
 
@@ -62,7 +63,8 @@ class ELBO:
         del rng_key, model
         return {"opt_state": make_optimizer(self.learning_rate).init(params)}
 
-    def step(self, rng_key, model, params, state, images):
+    def step(self, rng_key, model, params, state, batch):
+        images = as_batch(batch).images
         def loss_fn(p):
             log_w = log_weights(rng_key, model, p, images, self.num_samples)
             value = jnp.mean(bound(log_w, self.importance_weighted))
@@ -78,4 +80,8 @@ class ELBO:
         return model.encode(params, images)
 
     def config(self):
-        return {"name": self.name, **dataclasses.asdict(self)}
+        """The name and the options :func:`mcmcvae.methods.build` takes (the name says whether it is importance
+        weighted)."""
+        options = dataclasses.asdict(self)
+        del options["importance_weighted"]
+        return {"name": self.name, **options}

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 
 from mcmcvae.kernels import integrators
 from mcmcvae.methods.base import apply_gradients, make_optimizer, nonfinite_count
-from mcmcvae.types import Array, PRNGKey
+from mcmcvae.types import Array, PRNGKey, as_batch
 
 __all__ = ["HVAE", "TEMPERINGS", "init_flow", "step_sizes", "momentum_scales", "flow", "hvae_bound"]
 
@@ -247,7 +247,8 @@ class HVAE:
                                 max_step_size=self.max_step_size)
         return {"flow": flow_params, "opt_state": make_optimizer(self.learning_rate).init((params, flow_params))}
 
-    def step(self, rng_key, model, params, state, images):
+    def step(self, rng_key, model, params, state, batch):
+        images = as_batch(batch).images
         def loss_fn(variables):
             p, f = variables
             value, is_finite = self._bound(rng_key, model, p, f, images)

@@ -7,23 +7,27 @@ One training step on a batch ``x_1..x_n``:
    the kernel parameters phi1 = (h, C).
 3. The decoder and any learnable prior or likelihood scale (theta) take an Adam step on
    ``(1/n) sum_i log p(x_i, stop_gradient(z_K,i))`` (section 4.6).
-4. The kernel parameters are tuned while the chains run, according to ``tuning``:
+4. The kernel parameters are tuned while the chains run, by the method's *tuner*
+   (:mod:`mcmcvae.adaptation`; any object with the tuner protocol's ``init / update / final``):
 
-   - ``"speed_measure"`` (``gradmala``, ``gradhmc``): after every kernel step, one optimiser step on the entropy
-     speed measure ``E[min(0, log alpha)] + beta H`` over this batch's (x, z) pairs, beta steered towards the
-     target acceptance rate (:func:`mcmcvae.adaptation.speed_measure`). With
-     ``step_size_adaptation="dual_averaging"`` (a variant, not the paper's method) the chains move with ``s h``
-     instead, ``s`` dual-averaged towards the target, while ``(h, C)`` learn as before;
-   - ``"dual_averaging"`` (``dsmala``, ``dshmc``): BlackJAX's dual averaging of h towards the target acceptance
-     rate, C = I, its state carried across batches (or restarted from h = 1 every batch with
-     ``restart_dual_averaging``, as the paper's code did);
-   - ``"fixed"`` (``mala``, ``hmc``): h fixed at ``step_size``, C = I.
+   - :func:`mcmcvae.adaptation.speed_measure` (``gradmala``, ``gradhmc``): after every kernel step, one optimiser
+     step on the entropy speed measure ``E[min(0, log alpha)] + beta H`` over this batch's (x, z) pairs, beta
+     steered towards the target acceptance rate; wrapped in
+     :func:`mcmcvae.adaptation.with_dual_averaged_step_size` (a variant, not the paper's method) the chains move
+     with ``s h`` instead, ``s`` dual-averaged towards the target, while ``(h, C)`` learn as before;
+   - :func:`mcmcvae.adaptation.dual_averaging` (``dsmala``, ``dshmc``): BlackJAX's dual averaging of h towards the
+     target acceptance rate, C = I, its state carried across batches (or restarted every batch with
+     ``restart_tuner``, as the paper's code did for dual averaging);
+   - :func:`mcmcvae.adaptation.fixed` (``mala``, ``hmc``): h fixed, C = I.
+
+   The tuner's state is carried across batches in the method state; the K steps run through
+   :func:`mcmcvae.kernels.run_chains`.
 
 Encoder, decoder and kernel have separate optimisers and learning rates. Divergent or non-finite proposals are
 rejected by the kernels and counted (``divergences``); non-finite gradients skip the update and are counted.
 
 For evaluation, :meth:`MCMC.proposal` runs ``num_proposal_chains`` chains per image for K steps with the kernel
-frozen (the averaged h for dual averaging) and centres the importance proposal on the mean of their final states,
+frozen at the tuner's ``final`` (the averaged h for dual averaging) and centres the importance proposal on the mean of their final states,
 with the encoder's scale (paper section 6.2); nothing adapts during evaluation.
 """
 
@@ -31,18 +35,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from mcmcvae import adaptation, kernels
+from mcmcvae import kernels
 from mcmcvae.methods.base import apply_gradients, make_optimizer, nonfinite_count
+from mcmcvae.types import as_batch
 
-__all__ = ["MCMC", "TUNINGS", "ALGORITHMS"]
+__all__ = ["MCMC"]
 
-TUNINGS = ("fixed", "dual_averaging", "speed_measure")
-ALGORITHMS = ("mala", "hmc")
-_PREFIX = {"fixed": "", "dual_averaging": "ds", "speed_measure": "grad"}
 _THETA = ("decoder", "prior", "likelihood")
 
 
@@ -51,172 +54,105 @@ def _log_joint(z, context, model):
     return model.log_joint(params, x, z)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class MCMC:
-    """The ``mala``, ``hmc``, ``dsmala``, ``dshmc``, ``gradmala`` and ``gradhmc`` methods.
+    """Algorithm 1 with any tuner: the ``mala``, ``hmc``, ``dsmala``, ``dshmc``, ``gradmala`` and ``gradhmc``
+    methods, and any other kernel or tuner.
 
     Parameters
     ----------
-    algorithm
-        ``"mala"`` or ``"hmc"``.
-    tuning
-        ``"fixed"``, ``"dual_averaging"`` or ``"speed_measure"``.
+    tuner
+        A tuner (:mod:`mcmcvae.adaptation`) built for the kernel module to run, e.g.
+        ``mv.adaptation.speed_measure(mv.kernels.hmc, num_integration_steps=2)``; its ``algorithm`` is the kernel.
+        Built without a log density: the method passes each batch's ``log p(x, z)``.
     num_mcmc_steps
         K, kernel steps per batch.
-    num_integration_steps
-        L, leapfrog steps per HMC step.
-    preconditioner
-        ``"diagonal"`` or ``"lower_triangular"`` C (speed measure only; the other tunings use C = I).
     learning_rate
         Adam's learning rate for theta (decoder, prior, likelihood scale).
     encoder_learning_rate
         Adam's learning rate for phi0; None: ``learning_rate``.
-    kernel_learning_rate
-        Adam's learning rate for phi1 = (log h, C) under the speed measure.
-    step_size
-        h of the fixed kernels, and the initial h of the speed measure.
-    target_acceptance_rate
-        None: 0.55 for MALA, 0.65 for HMC.
-    restart_dual_averaging
-        Restart dual averaging from h = 1 every batch (the paper code's behaviour) instead of carrying it.
-    stop_gradient_proposal_grad
-        The speed measure's "biased" gradient of the paper's code (see :mod:`mcmcvae.kernels.mala`).
-    step_size_adaptation
-        Speed measure only. ``"speed_measure"`` (the paper's method) or ``"dual_averaging"``: the chains move with
-        ``s h`` and the learnt ``C``, ``log s`` dual-averaged towards the target acceptance rate, which gradHMC's
-        own objective does not reach (:mod:`mcmcvae.adaptation.speed_measure`).
+    restart_tuner
+        Start the tuner afresh (``tuner.init``) for every batch instead of carrying its state (the paper code's
+        behaviour for dual averaging).
     num_proposal_chains
         Chains per image whose final states' mean centres the evaluation proposal.
+    name
+        The method's name in logs; :func:`mcmcvae.methods.build` sets the registry's.
+    options
+        What :func:`mcmcvae.methods.build` was given (``(key, value)`` pairs, defaults included); ``config()``
+        writes them so that a run reloads to the same method. Empty for a method built by hand.
+
+    Examples
+    --------
+    >>> import mcmcvae as mv
+    >>> tuner = mv.adaptation.speed_measure(mv.kernels.mala, preconditioner="lower_triangular")
+    >>> method = mv.methods.MCMC(tuner, num_mcmc_steps=5)
+    >>> method.kernel is mv.kernels.mala
+    True
     """
 
-    algorithm: str = "mala"
-    tuning: str = "speed_measure"
+    tuner: Any
     num_mcmc_steps: int = 10
-    num_integration_steps: int = 2
-    preconditioner: str = "diagonal"
     learning_rate: float = 1e-3
     encoder_learning_rate: float | None = None
-    kernel_learning_rate: float = 1e-2
-    step_size: float = 0.05
-    target_acceptance_rate: float | None = None
-    restart_dual_averaging: bool = False
-    stop_gradient_proposal_grad: bool = False
-    step_size_adaptation: str = "speed_measure"
+    restart_tuner: bool = False
     num_proposal_chains: int = 16
+    name: str = "mcmc"
+    options: tuple = ()
 
     def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of {ALGORITHMS}")
-        if self.tuning not in TUNINGS:
-            raise ValueError(f"unknown tuning {self.tuning!r}; choose one of {TUNINGS}")
-        if self.preconditioner not in adaptation.PRECONDITIONER_KINDS:
-            raise ValueError(f"unknown preconditioner {self.preconditioner!r}; "
-                             f"choose one of {adaptation.PRECONDITIONER_KINDS}")
-        if self.step_size_adaptation not in adaptation.STEP_SIZE_ADAPTATIONS:
-            raise ValueError(f"unknown step_size_adaptation {self.step_size_adaptation!r}; "
-                             f"choose one of {adaptation.STEP_SIZE_ADAPTATIONS}")
-        if self.step_size_adaptation != "speed_measure" and self.tuning != "speed_measure":
-            raise ValueError(f"step_size_adaptation={self.step_size_adaptation!r} is an option of the speed-measure "
-                             f"methods (gradmala, gradhmc), not of {self.name}")
-        if self.num_mcmc_steps < 1 or self.num_integration_steps < 1:
-            raise ValueError("num_mcmc_steps and num_integration_steps must be positive")
+        missing = [f for f in ("init", "update", "final", "algorithm", "kernel") if not hasattr(self.tuner, f)]
+        if missing:
+            raise TypeError(f"tuner must be a tuner of mcmcvae.adaptation (init, update, final, algorithm, kernel); "
+                            f"{type(self.tuner).__name__} lacks {', '.join(missing)}")
+        if self.num_mcmc_steps < 1:
+            raise ValueError(f"num_mcmc_steps must be positive, got {self.num_mcmc_steps}")
+        if self.num_proposal_chains < 1:
+            raise ValueError(f"num_proposal_chains must be positive, got {self.num_proposal_chains}")
 
     @property
-    def name(self) -> str:
-        return _PREFIX[self.tuning] + self.algorithm
+    def kernel(self):
+        """The kernel module the tuner runs."""
+        return self.tuner.algorithm
+
+    def _identity(self):
+        # A registry-built method is what its name and options say (its tuner's functions are rebuilt afresh);
+        # a hand-built one is its tuner object.
+        tuner = self.options if self.options else id(self.tuner)
+        return (self.name, tuner, self.num_mcmc_steps, self.learning_rate, self.encoder_learning_rate,
+                self.restart_tuner, self.num_proposal_chains)
+
+    def __eq__(self, other):
+        return isinstance(other, MCMC) and self._identity() == other._identity()
+
+    def __hash__(self):
+        return hash(self._identity())
 
     # ------------------------------------------------------------------------------------- kernel plumbing
-    @property
-    def _module(self):
-        return kernels.hmc if self.algorithm == "hmc" else kernels.mala
-
-    @property
-    def _hmc_options(self):
-        return {"num_integration_steps": self.num_integration_steps} if self.algorithm == "hmc" else {}
-
-    def _tuner(self):
-        if self.tuning == "speed_measure":
-            return adaptation.speed_measure(
-                self._module, preconditioner=self.preconditioner, target_acceptance_rate=self.target_acceptance_rate,
-                learning_rate=self.kernel_learning_rate, initial_step_size=self.step_size,
-                stop_gradient_proposal_grad=self.stop_gradient_proposal_grad,
-                step_size_adaptation=self.step_size_adaptation, **self._hmc_options)
-        if self.tuning == "dual_averaging":
-            return adaptation.dual_averaging(
-                self._module, target_acceptance_rate=self.target_acceptance_rate, **self._hmc_options)
-        return None
-
-    def _init_kernel_state(self, dim: int):
-        if self.tuning == "speed_measure":
-            return self._tuner().init(dim)
-        if self.tuning == "dual_averaging":
-            return self._tuner().init(1.0)
-        return kernels.Preconditioner.diagonal(dim, step_size=self.step_size)
-
-    def _frozen_preconditioner(self, kernel_state, dim: int) -> kernels.Preconditioner:
-        """The kernel parameters to sample with when nothing adapts (evaluation, fixed kernels)."""
-        if self.tuning == "speed_measure":
-            return adaptation.to_preconditioner(kernel_state)
-        if self.tuning == "dual_averaging":
-            return kernels.Preconditioner.diagonal(dim, step_size=jnp.exp(kernel_state.log_step_size_avg))
-        return kernel_state
-
-    def _kernel(self):
-        if self.algorithm == "hmc":
-            return kernels.hmc.build_kernel(self.num_integration_steps)
-        return kernels.mala.build_kernel()
-
     def _sample(self, rng_key, model, params, images, z0, preconditioner):
         """K kernel steps with fixed parameters for every chain; returns final positions and per-step infos."""
-        kernel, module = self._kernel(), self._module
-
-        def logdensity(x):
-            return lambda z: model.log_joint(params, x, z)
-
-        chains = jax.vmap(lambda z, x: module.init(z, logdensity(x)))(z0, images)
-
-        def body(chains, k):
-            keys = jax.random.split(jax.random.fold_in(rng_key, k), z0.shape[0])
-            chains, info = jax.vmap(lambda key, c, x: kernel(key, c, logdensity(x), preconditioner))(
-                keys, chains, images)
-            return chains, (info.acceptance_rate, info.is_divergent)
-
-        chains, (acceptance, divergent) = jax.lax.scan(body, chains, jnp.arange(self.num_mcmc_steps))
-        return chains.position, acceptance, divergent
-
-    def _sample_and_adapt(self, rng_key, model, params, images, z0, kernel_state):
-        """K kernel steps that also tune phi1; returns final positions, the new kernel state and diagnostics."""
-        dim = z0.shape[-1]
-        if self.tuning == "fixed":
-            positions, acceptance, divergent = self._sample(rng_key, model, params, images, z0, kernel_state)
-            return positions, kernel_state, {"acceptance_rate": jnp.mean(acceptance),
-                                             "divergences": jnp.sum(divergent)}
-        tuner = self._tuner()
-        if self.tuning == "dual_averaging" and self.restart_dual_averaging:
-            kernel_state = tuner.init(1.0)
         context, axes = (params, images), (None, 0)
         logdensity = functools.partial(_log_joint, model=model)
-        chains = tuner.init_chains(z0, logdensity, context, context_axes=axes)
+        chains = kernels.init_chains(self.kernel, z0, logdensity, context=context, context_axes=axes)
+        run = kernels.run_chains(rng_key, chains, logdensity, self.num_mcmc_steps, kernel=self.tuner.kernel,
+                                 preconditioner=preconditioner, context=context, context_axes=axes)
+        return run.states.position, run.info
 
-        def body(carry, k):
-            chains, state = carry
-            chains, state, info = tuner.update(jax.random.fold_in(rng_key, k), state, chains, logdensity, context,
-                                               context_axes=axes)
-            return (chains, state), info
-
-        (chains, kernel_state), infos = jax.lax.scan(body, (chains, kernel_state), jnp.arange(self.num_mcmc_steps))
-        preconditioner = self._frozen_preconditioner(kernel_state, dim)
-        diagnostics = {"acceptance_rate": jnp.mean(infos.acceptance_rate),
-                       "divergences": jnp.sum(infos.is_divergent),
-                       "step_size": preconditioner.step_size,
-                       "log_abs_det": preconditioner.log_abs_det()}
-        if self.tuning == "speed_measure":
-            diagnostics["beta"] = kernel_state.beta
-            diagnostics["speed_measure"] = jnp.mean(infos.objective)
-            diagnostics["nonfinite_kernel_gradients"] = jnp.sum(~infos.gradient_is_finite)
-            if kernel_state.step_size_factor is not None:
-                diagnostics["step_size_factor"] = jnp.exp(kernel_state.step_size_factor.log_step_size_avg)
-        return chains.position, kernel_state, diagnostics
+    def _sample_and_adapt(self, rng_key, model, params, images, z0, tuner_state):
+        """K kernel steps that also tune phi1; returns final positions, the new tuner state and diagnostics."""
+        tuner = self.tuner
+        if self.restart_tuner:
+            tuner_state = tuner.init(z0.shape[-1])
+        context, axes = (params, images), (None, 0)
+        logdensity = functools.partial(_log_joint, model=model)
+        chains = kernels.init_chains(self.kernel, z0, logdensity, context=context, context_axes=axes)
+        run = kernels.run_chains(rng_key, chains, logdensity, self.num_mcmc_steps, tuner=tuner,
+                                 tuner_state=tuner_state, context=context, context_axes=axes)
+        diagnostics = {"acceptance_rate": jnp.mean(run.info.acceptance_rate)}
+        if hasattr(run.info, "is_divergent"):
+            diagnostics["divergences"] = jnp.sum(run.info.is_divergent)
+        diagnostics.update(tuner.diagnostics(run.tuner_state, run.info))
+        return run.states.position, run.tuner_state, diagnostics
 
     # ------------------------------------------------------------------------------------- the method
     def init(self, rng_key, model, params):
@@ -226,10 +162,10 @@ class MCMC:
         return {
             "encoder_opt": encoder_opt.init(params["encoder"]),
             "theta_opt": theta_opt.init({k: params[k] for k in _THETA}),
-            "kernel": self._init_kernel_state(model.latent_dim),
+            "kernel": self.tuner.init(model.latent_dim),
         }
-
-    def step(self, rng_key, model, params, state, images):
+    def step(self, rng_key, model, params, state, batch):
+        images = as_batch(batch).images
         k_eps, k_chain = jax.random.split(rng_key)
 
         # (1) encoder on the ELBO, with z0 = mu + sigma * eps reparameterised.
@@ -271,13 +207,21 @@ class MCMC:
         k_eps, k_chain = jax.random.split(rng_key)
         z0 = (loc[:, None] + scale[:, None] * jax.random.normal(k_eps, (n, chains, dim))).reshape(n * chains, dim)
         repeated = jnp.repeat(images, chains, axis=0)
-        preconditioner = self._frozen_preconditioner(state["kernel"], dim)
-        positions, _, _ = self._sample(k_chain, model, params, repeated, z0, preconditioner)
+        positions, _ = self._sample(k_chain, model, params, repeated, z0, self.tuner.final(state["kernel"]))
         return positions.reshape(n, chains, dim).mean(axis=1), scale
 
     def kernel_parameters(self, model, state) -> kernels.Preconditioner:
         """The learnt (or fixed) kernel parameters phi1 as a :class:`mcmcvae.kernels.Preconditioner`."""
-        return self._frozen_preconditioner(state["kernel"], model.latent_dim)
+        del model
+        return self.tuner.final(state["kernel"])
 
     def config(self):
-        return {"name": self.name, **dataclasses.asdict(self)}
+        """``{"name": ..., **options}``: what :func:`mcmcvae.methods.build` rebuilds this method from. A method
+        built by hand (no registry options) records its settings for reading only."""
+        if self.options:
+            return {"name": self.name, **dict(self.options)}
+        kernel = getattr(self.kernel, "__name__", repr(self.kernel))
+        return {"name": self.name, "tuner": f"{type(self.tuner).__name__}({kernel})",
+                "num_mcmc_steps": self.num_mcmc_steps, "learning_rate": self.learning_rate,
+                "encoder_learning_rate": self.encoder_learning_rate,
+                "restart_tuner": self.restart_tuner, "num_proposal_chains": self.num_proposal_chains}

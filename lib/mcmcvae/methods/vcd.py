@@ -25,9 +25,9 @@ each, identity mass matrix, one step size ``h`` shared by all chains) targeting 
   the first term reparameterised with the entropy of q0 in closed form, the second a score-function term with a
   control variate ``b``, the third at fixed ``z_t``. The control variate is an exponential moving average of
   ``f(z_t)`` (decay 0.9): one global value for the first ``control_variate_wait`` = 3000 iterations, then one per
-  data point. The per-point stage needs each image's index in the training set: :meth:`VCD.step` takes it as
-  ``indices``, which the shared trainer passes to every method whose ``uses_data_indices`` is true (``vcd``
-  built with ``num_data``, the training-set size; ``mcmcvae train`` sets it).
+  data point. The per-point stage needs each image's index in the training set: the shared trainer gives every
+  method's :meth:`step` a :class:`mcmcvae.types.Batch` of images and their indices, and ``vcd`` built with
+  ``num_data`` (the training-set size; ``mcmcvae train`` sets it) keeps one control variate per point.
 
 HMC: ``t = 8`` transitions of ``L = 5`` leapfrog steps (:mod:`mcmcvae.kernels.hmc`, ``C = I``) from
 ``stop_gradient(z_0)``; the step size starts at ``0.5 / d`` and, after each of the first ``num_burn_in_steps``
@@ -39,23 +39,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from mcmcvae import kernels
+from mcmcvae.kernels.annealing import diagonal_normal_logpdf
 from mcmcvae.methods.base import apply_gradients, make_optimizer, nonfinite_count
-from mcmcvae.types import Array, PRNGKey
+from mcmcvae.types import Array, PRNGKey, as_batch
 
 __all__ = ["VCD", "Hoffman", "run_hmc", "adapt_log_step_size", "vcd_encoder_loss", "diagonal_normal_logpdf"]
 
 _THETA = ("decoder", "prior", "likelihood")
-
-
-def diagonal_normal_logpdf(z: Array, loc: Array, scale: Array) -> Array:
-    """``log N(z; loc, diag(scale^2))`` summed over the last axis."""
-    return jnp.sum(jax.scipy.stats.norm.logpdf(z, loc, scale), axis=-1)
 
 
 def adapt_log_step_size(log_step_size: Array, acceptance_rate: Array, target: float, rate: float) -> Array:
@@ -92,25 +88,48 @@ def run_hmc(rng_key: PRNGKey, logdensity_fn, contexts, positions: Array, log_ste
         Final ``(n, d)`` positions, the (adapted) ``log h``, the mean acceptance rate of each transition
         ``(num_steps,)`` and the number of divergent transitions.
     """
-    kernel = kernels.hmc.build_kernel(num_integration_steps)
-    n, dim = positions.shape
-    chains = jax.vmap(lambda z, c: kernels.hmc.init(z, lambda zz: logdensity_fn(zz, c)))(positions, contexts)
-    scale = jnp.ones((dim,), positions.dtype)
+    tuner = _acceptance_ratio_step_size(kernels.hmc.build_kernel(num_integration_steps), num_adaptation_steps,
+                                        target_acceptance_rate, adaptation_rate)
+    dim, dtype = positions.shape[-1], positions.dtype
+    start = kernels.Preconditioner(jnp.asarray(log_step_size, dtype), jnp.ones((dim,), dtype))  # C = I
+    states = kernels.init_chains(kernels.hmc, positions, logdensity_fn, context=contexts)
+    run = kernels.run_chains(rng_key, states, logdensity_fn, num_steps, tuner=tuner, tuner_state=tuner.init(dim, start),
+                             context=contexts)
+    return (run.states.position, run.tuner_state.log_step_size, jnp.mean(run.info.acceptance_rate, axis=1),
+            jnp.sum(run.info.is_divergent))
 
-    def body(carry, k):
-        chains, log_h = carry
-        preconditioner = kernels.Preconditioner(log_h, scale)
-        keys = jax.random.split(jax.random.fold_in(rng_key, k), n)
-        chains, info = jax.vmap(lambda key, s, c: kernel(key, s, lambda zz: logdensity_fn(zz, c), preconditioner))(
-            keys, chains, contexts)
-        acceptance = jnp.mean(info.acceptance_rate)
-        adapted = adapt_log_step_size(log_h, acceptance, target_acceptance_rate, adaptation_rate)
-        log_h = jnp.where(k < num_adaptation_steps, adapted, log_h)
-        return (chains, log_h), (acceptance, jnp.sum(info.is_divergent))
 
-    (chains, log_h), (acceptance, divergent) = jax.lax.scan(
-        body, (chains, jnp.asarray(log_step_size, positions.dtype)), jnp.arange(num_steps))
-    return chains.position, log_h, acceptance, jnp.sum(divergent)
+class _StepSizeRuleState(NamedTuple):
+    log_step_size: Array
+    scale: Array
+    step: Array
+
+
+class _StepSizeRule(NamedTuple):
+    init: Callable
+    update: Callable
+    final: Callable
+
+
+def _acceptance_ratio_step_size(kernel, num_adaptation_steps: int, target: float, rate: float) -> _StepSizeRule:
+    """The paper code's rule (:func:`adapt_log_step_size`) after each of the first ``num_adaptation_steps`` updates,
+    in the tuner protocol (:mod:`mcmcvae.adaptation.base`), so that :func:`mcmcvae.kernels.run_chains` runs it."""
+
+    def init(dim, preconditioner):
+        del dim
+        return _StepSizeRuleState(preconditioner.log_step_size, preconditioner.scale, jnp.zeros((), jnp.int32))
+
+    def final(state):
+        return kernels.Preconditioner(state.log_step_size, state.scale)
+
+    def update(rng_key, state, chain_states, logdensity_fn, context=None, *, context_axes=0):
+        chain_states, info = kernels.step_chains(rng_key, kernel, chain_states, logdensity_fn, final(state),
+                                                 context=context, context_axes=context_axes)
+        adapted = adapt_log_step_size(state.log_step_size, jnp.mean(info.acceptance_rate), target, rate)
+        log_step_size = jnp.where(state.step < num_adaptation_steps, adapted, state.log_step_size)
+        return chain_states, state._replace(log_step_size=log_step_size, step=state.step + 1), info
+
+    return _StepSizeRule(init, update, final)
 
 
 def vcd_encoder_loss(encoder_params, model, params, images: Array, noise: Array, z_t: Array, baseline: Array):
@@ -243,7 +262,8 @@ class Hoffman(_HMCRefinement):
         del rng_key
         return self._init_common(model, params)
 
-    def step(self, rng_key, model, params, state, images):
+    def step(self, rng_key, model, params, state, batch):
+        images = as_batch(batch).images
         def negative_elbo(encoder_params, noise, z_t):
             del z_t
             p = {**params, "encoder": encoder_params}
@@ -269,8 +289,8 @@ class VCD(_HMCRefinement):
     control_variate_wait
         Iterations with one global ``b`` before switching to one per data point (3000).
     num_data
-        Training-set size; with it, and ``indices`` passed to :meth:`step`, the per-point stage is used.
-        Without either, ``b`` stays global.
+        Training-set size; with it, and a :class:`mcmcvae.types.Batch` with indices given to :meth:`step` (as the
+        trainer does), the per-point stage is used. Without either, ``b`` stays global.
     (others)
         As :class:`Hoffman`.
     """
@@ -283,11 +303,6 @@ class VCD(_HMCRefinement):
     @property
     def name(self) -> str:
         return "vcd"
-
-    @property
-    def uses_data_indices(self) -> bool:
-        """Whether :meth:`step` can use the images' indices in the training set (per-point control variates)."""
-        return self.control_variate and self.num_data is not None
 
     def init(self, rng_key, model, params):
         del rng_key
@@ -318,8 +333,10 @@ class VCD(_HMCRefinement):
                                            jnp.full_like(local, new_global))
         return new_state
 
-    def step(self, rng_key, model, params, state, images, indices=None):
-        """One VCD update; ``indices`` (``(n,)`` int) are the images' positions in the training set, if known."""
+    def step(self, rng_key, model, params, state, batch):
+        """One VCD update on a :class:`mcmcvae.types.Batch`; its ``indices`` (the images' positions in the training
+        set, as the trainer passes them) select the per-point control variates. Images alone keep ``b`` global."""
+        images, indices = as_batch(batch)
         cv_state = state["control_variate"]
         baseline = self._baseline(cv_state, images.shape[0], indices)
 
