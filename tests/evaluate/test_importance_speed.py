@@ -85,7 +85,7 @@ def test_batched_streaming_sums_equal_row_by_row():
 def test_method_proposals_equal_one_call_per_batch(small_vae):
     """Batch b's proposal uses the key fold_in(key, b) whatever the mapping; the padded last batch is dropped."""
     model, params, images = small_vae
-    method = mv.methods.build("mala", num_steps=2)
+    method = mv.methods.build("mala", num_mcmc_steps=2)
     state = method.init(jax.random.key(1), model, params)
     key = jax.random.key(5)
     locs, scales = method_proposals(key, model, method, params, state, images, batch_size=3)
