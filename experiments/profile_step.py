@@ -1,7 +1,8 @@
 """``profile-step``: where the flops of one gradMALA / gradHMC training step go, and the exact log-det crossover.
 
 Part 1 walks the jaxpr of one jitted ``method.step`` (batch 100 of 28x28x1 images, d_z = 10, 200-200 MLPs,
-K = 10, L = 2, diagonal C) and adds up the floating-point operations of every matrix product
+K = 10, L = 2, diagonal C; gradHMC with its default ``log_det="auto"``, exact at d = 10, and with the roulette) and
+adds up the floating-point operations of every matrix product
 (``2 * output size * contracted size``), multiplied by the length of every enclosing ``lax.scan``, grouped by
 the control-flow region they run in. The bodies of ``while`` loops run a data-dependent number of times (the
 Russian roulette's ``max(N, 4)`` Hessian-vector products); they are counted once per iteration and said so. Each
@@ -84,12 +85,12 @@ def _decoder_pass_flops(latent_dim: int = LATENT, batch: int = BATCH) -> float:
     return 2.0 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
-def _step_setup(name: str):
+def _step_setup(name: str, **options):
     import jax
     import jax.numpy as jnp
 
     model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=LATENT, hidden_sizes=HIDDEN)
-    method = mv.methods.build(name, preconditioner="diagonal")
+    method = mv.methods.build(name, preconditioner="diagonal", **options)
     params = model.init(jax.random.key(0))
     state = method.init(jax.random.key(1), model, params)
     images = jnp.asarray((np.random.default_rng(0).random((BATCH, 28, 28, 1)) < 0.2).astype(np.float32))
@@ -112,11 +113,11 @@ def _median_ms(fn, args, repeats: int) -> float:
     return 1e3 * float(np.median(times))
 
 
-def profile_step(name: str, repeats: int) -> dict:
+def profile_step(name: str, repeats: int, **options) -> dict:
     """The flop accounting, XLA's cost analysis and the median step time of ``name`` (a method name)."""
     import jax
 
-    step, args = _step_setup(name)
+    step, args = _step_setup(name, **options)
     table = flop_accounting(jax.make_jaxpr(step)(*args))
     compiled = jax.jit(step).lower(*args).compile()
     cost = compiled.cost_analysis()
@@ -183,8 +184,10 @@ def run(*, quick: bool = False, out_dir=None):
     load_start = os.getloadavg()
     rows, sections = [], []
     unit = _decoder_pass_flops()
-    for name in ("gradmala", "gradhmc"):
-        result = profile_step(name, repeats)
+    # gradhmc twice: log_det="auto" (the default: exact at d = 10) and the roulette estimator
+    for name, options, label in (("gradmala", {}, "gradmala-diag"), ("gradhmc", {}, "gradhmc-diag"),
+                                 ("gradhmc", {"log_det": "stochastic"}, "gradhmc-diag, log_det=stochastic")):
+        result = profile_step(name, repeats, **options)
         total = sum(v[0] for v in result["regions"].values())
         body = []
         for region, (flops, count, callbacks) in sorted(result["regions"].items(), key=lambda kv: -kv[1][0]):
@@ -193,13 +196,13 @@ def run(*, quick: bool = False, out_dir=None):
             per = " per iteration" if "while" in region else ""
             body.append([region, count, f"{flops / 1e9:.3f}{per}", f"{flops / unit:.1f}{per}",
                          f"{100 * flops / total:.0f}%", callbacks])
-            rows.append(mv.results.row(NAME, "mnist", f"{name}-diag: {region}", "matmul_gflops", flops / 1e9,
+            rows.append(mv.results.row(NAME, "mnist", f"{label}: {region}", "matmul_gflops", flops / 1e9,
                                        decoder_passes=flops / unit, matmuls=count, host_callbacks=callbacks))
-        rows.append(mv.results.row(NAME, "mnist", f"{name}-diag", "step_time_ms", result["step_ms"], repeats=repeats,
+        rows.append(mv.results.row(NAME, "mnist", label, "step_time_ms", result["step_ms"], repeats=repeats,
                                    machine=mv.results.machine()))
         callbacks = sum(v[2] for v in result["regions"].values())
         sections.append(
-            f"### {name}-diag (K = 10{', L = 2' if name == 'gradhmc' else ''})\n\n"
+            f"### {label} (K = 10{', L = 2' if name == 'gradhmc' else ''})\n\n"
             f"Median step {result['step_ms']:.1f} ms; matmul flops by the walk {total / 1e9:.2f} GFLOP "
             f"({total / unit:.0f} decoder passes, while bodies once); XLA's cost analysis "
             f"{result['xla_flops'] / 1e9:.2f} GFLOP; host callbacks in the program: {callbacks}.\n\n"
