@@ -1,23 +1,50 @@
-"""``benchmark``: median wall time of one training step for every registered method, and reference rows.
+"""``benchmark``: median wall time of one training step for every registered method, its peers, and evaluation.
 
 Setting: batch 100 of 28x28x1 binary images, d_z = 10, 200-200 MLPs, Bernoulli likelihood (the MNIST models of
-Table 1). Each case is jitted once, run ``WARMUP`` times, then timed ``REPEATS`` times with
-``block_until_ready``; the median is reported in milliseconds. A plain jitted Haiku + Optax VAE step, written
-without NumPyro or the method interface, is timed beside them as the floor the library's ``vae`` should match.
+Table 1). Each case runs in a fresh process, twice: pinned to one core (``taskset -c 0``, which also sizes
+XLA:CPU's thread pool to the one schedulable CPU, with ``--xla_cpu_multi_thread_eigen=false`` for Eigen's
+matrix products) and with every core. In its process a case is built and jitted once, run ``WARMUP`` times,
+then timed ``REPEATS`` times with ``block_until_ready``; the median is reported in milliseconds, with the CPU
+seconds the process used per wall second while timed (the cores it actually had) and the machine's load average
+before and after. Ratios are formed only between cases of the same run and threading.
+
+Peers timed in the same run: a plain jitted Haiku + Optax VAE step (the floor the library's ``vae`` should
+match), MALA and HMC chains written with ``blackjax.mala``/``blackjax.hmc``, and importance-sampling evaluation as
+written at 704ea25 (one jitted ``vmap`` of the single-point estimator per batch of 100, a host sync per batch)
+beside today's. GPU figures, when ``results/benchmark-gpu.json`` exists, appear in a column of their own.
+
+Run a single case by hand with ``python experiments/benchmark.py --case NAME``.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import pathlib
+import resource
+import subprocess
+import sys
 import time
 
 import numpy as np
 
 import mcmcvae as mv
 
-DESCRIPTION = "median training-step time (ms) of every method, batch 100, MNIST-sized MLP VAE"
+DESCRIPTION = "median training-step time (ms) of every method and its peers, one core and all cores"
 NAME = "benchmark"
-WARMUP, REPEATS = 5, 50
+WARMUP, REPEATS = 3, 30
 QUICK_WARMUP, QUICK_REPEATS = 1, 3
+# (command prefix, environment) of each threading; the one-core form needs util-linux's taskset
+THREADINGS = {
+    "1 core": (["taskset", "-c", "0"], {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}),
+    "all cores": ([], {}),
+}
+# importance-sampling cases: every call compiles afresh (by design: a cached trace would keep the parameters it
+# closed over), so each implementation is timed at two image counts and the per-image cost is the difference
+IS_IMAGES, IS_SAMPLES = (100, 300), 500
+QUICK_IS_IMAGES, QUICK_IS_SAMPLES = (4,), 20
+FULL_TEST_SET, FULL_SAMPLES = 10_000, 10_000
 
 
 def _model():
@@ -203,10 +230,64 @@ def adaptation_case(algorithm: str, preconditioner: str, adapt: bool, num_integr
     return build
 
 
-def cases() -> dict:
-    """Every timed case: name -> (builder, description). Methods register here as they are implemented."""
+def _importance_704ea25(rng_key, log_joint_fn, proposal_fn, images, *, num_samples, batch_size=100,
+                        variance_factor=1.0):
+    """``dataset_importance_estimate`` as written at 704ea25: per batch, one jitted ``vmap`` of the single-point
+    estimator (a ``lax.scan`` over chunks of ``10000 / batch_size`` samples inside), then a host sync."""
+    import math
+
+    import jax
+    import jax.numpy as jnp
+
+    from mcmcvae.batching import map_padded_batches
+    from mcmcvae.evaluate.importance import importance_estimate
+
+    chunk_size = min(num_samples, max(1, 10_000 // batch_size))
+    std_factor = math.sqrt(variance_factor)
+
+    def point_estimate(index, x):
+        loc, scale = proposal_fn(x)
+        return importance_estimate(jax.random.fold_in(rng_key, index), lambda z: log_joint_fn(x, z), loc,
+                                   scale * std_factor, num_samples, chunk_size=chunk_size)
+
+    batch_estimate = jax.jit(jax.vmap(point_estimate))
+    return map_padded_batches(lambda _, indices, batch: batch_estimate(jnp.asarray(indices), batch), images,
+                              batch_size)
+
+
+def importance_case(implementation: str, num_images: int, num_samples: int):
+    """Importance-sampling ``log p(x)`` of ``num_images`` images with ``num_samples`` samples each, tau = 1.5.
+
+    ``implementation`` is ``"now"`` (:func:`mcmcvae.evaluate.importance.dataset_importance_estimate`) or
+    ``"704ea25"`` (the same estimator as written then, :func:`_importance_704ea25`); the same keys give the same
+    per-image values, so the two time the same work.
+    """
+    def build():
+        import jax
+        import jax.numpy as jnp
+
+        import mcmcvae as mv
+
+        model = _model()
+        params = model.init(jax.random.key(0))
+        images = jnp.asarray(_images(num_images))
+        loc, scale = model.encode(params, images)
+        function = (mv.evaluate.dataset_importance_estimate if implementation == "now" else _importance_704ea25)
+
+        def call():
+            return function(jax.random.key(1), lambda data, z: model.log_joint(params, data[0], z),
+                            lambda data: (data[1], data[2]), (images, loc, scale), num_samples=num_samples,
+                            batch_size=100, variance_factor=1.5)[0]
+
+        return call
+    return build
+
+
+def cases(*, quick: bool = False) -> dict:
+    """Every timed case: name -> (builder, description, warm-up calls, timed calls, work units per call)."""
     from mcmcvae import methods
 
+    warmup, repeats = (QUICK_WARMUP, QUICK_REPEATS) if quick else (WARMUP, REPEATS)
     out = {"reference: plain Haiku VAE": (plain_haiku_vae_case(), "hand-written jitted Haiku + Optax ELBO step")}
     out["vae"] = (method_case("vae"), "ELBO, 1 sample")
     out["iwae"] = (method_case("iwae", num_samples=5), "IWAE bound, k = 5")
@@ -230,76 +311,194 @@ def cases() -> dict:
                 what = "speed-measure adaptation step" if adapt else "plain kernel step"
                 out[f"{'adapt' if adapt else 'step'}: {algorithm}-{suffix}"] = (
                     adaptation_case(algorithm, kind, adapt), f"one {what}, 100 chains" + (", L = 2" if algorithm == "hmc" else ""))
+    out = {name: (build, what, warmup, repeats) for name, (build, what) in out.items()}
+    counts, samples = (QUICK_IS_IMAGES, QUICK_IS_SAMPLES) if quick else (IS_IMAGES, IS_SAMPLES)
+    for implementation in ("704ea25", "now"):
+        for images in counts:
+            out[_is_case_name(implementation, images)] = (
+                importance_case(implementation, images, samples),
+                f"importance sampling, {images} images x S = {samples}, tau = 1.5, one call (compile included)",
+                0, 1)
     return out
 
 
-def time_case(build, warmup: int, repeats: int) -> float:
-    """Median milliseconds of one call after ``warmup`` calls."""
+def _is_case_name(implementation: str, images: int) -> str:
+    return f"evaluate: IS ({implementation}), {images} images"
+
+
+# The smoke test times one case of each kind.
+QUICK_CASES = ("reference: plain Haiku VAE", "vae", "mala", "chain: mala (mcmcvae)", "chain: mala (blackjax)",
+               *(_is_case_name(i, n) for i in ("704ea25", "now") for n in QUICK_IS_IMAGES))
+
+
+def time_case(build, warmup: int, repeats: int) -> dict:
+    """Median milliseconds of one call after ``warmup`` calls, and the CPU seconds per wall second while timed."""
     import jax
 
     call = build()
     for _ in range(warmup):
         jax.block_until_ready(call())
     times = []
+    before, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     for _ in range(repeats):
         tic = time.perf_counter()
         jax.block_until_ready(call())
         times.append(time.perf_counter() - tic)
-    return 1e3 * float(np.median(times))
+    after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - wall
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"ms": 1e3 * float(np.median(times)), "cores_used": cpu / wall}
 
 
-# The smoke test times one case of each kind.
-QUICK_CASES = ("reference: plain Haiku VAE", "vae", "gradmala-diag", "chain: mala (mcmcvae)", "chain: mala (blackjax)",
-               "adapt: mala-diag")
+def time_in_subprocess(names: list[str], threading: str, quick: bool) -> dict:
+    """Run cases in a fresh process under ``threading`` (a key of :data:`THREADINGS`); name -> timing and loads.
+
+    The full budget gives every case its own process; the quick one runs its few cases in one process per
+    threading (one start of Python and JAX instead of several).
+    """
+    prefix, extra_env = THREADINGS[threading]
+    env = dict(os.environ)
+    for key, value in extra_env.items():
+        env[key] = f"{env[key]} {value}" if env.get(key) else value
+    library = str(pathlib.Path(mv.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (library, env.get("PYTHONPATH")) if p)
+    command = [*prefix, sys.executable, str(pathlib.Path(__file__).resolve())]
+    for name in names:
+        command += ["--case", name]
+    if quick:
+        command.append("--quick")
+    load_before = os.getloadavg()[0]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark cases {names} ({threading}) failed:\n{done.stderr[-3000:]}")
+    results = [json.loads(line) for line in done.stdout.strip().splitlines()[-len(names):]]
+    load_after = os.getloadavg()[0]
+    return {name: {**result, "load_before": load_before, "load_after": load_after}
+            for name, result in zip(names, results, strict=True)}
 
 
-def run(*, quick: bool = False, out_dir=None):
-    warmup, repeats = (QUICK_WARMUP, QUICK_REPEATS) if quick else (WARMUP, REPEATS)
-    rows, body = [], []
-    for name, (build, description) in cases().items():
-        if quick and name not in QUICK_CASES:
-            continue
-        ms = time_case(build, warmup, repeats)
-        rows.append(mv.results.row(NAME, "mnist", name, "step_time_ms", ms, None, 1, description=description,
-                                   repeats=repeats, machine=mv.results.machine()))
-        body.append([name, description, f"{ms:.2f}"])
-    ms = {r["method"]: r["value"] for r in rows}
+def _gpu_figures(out_dir) -> dict:
+    """``results/benchmark-gpu.json``'s step times by case name, when that file exists (``{}`` otherwise)."""
+    path = pathlib.Path(out_dir if out_dir is not None else "results") / "benchmark-gpu.json"
+    if not path.exists():
+        return {}
+    return {r["method"]: r for r in json.loads(path.read_text()) if r.get("metric") == "step_time_ms"}
+
+
+def _is_per_image_ms(ms: dict) -> dict:
+    """Per-image milliseconds of each IS implementation from its two image counts (``{}`` in the quick form)."""
+    if len(IS_IMAGES) != 2 or not all(_is_case_name(i, n) in ms for i in ("704ea25", "now") for n in IS_IMAGES):
+        return {}
+    small, large = IS_IMAGES
+    return {i: (ms[_is_case_name(i, large)] - ms[_is_case_name(i, small)]) / (large - small)
+            for i in ("704ea25", "now")}
+
+
+def _notes(ms: dict, threading: str) -> list[str]:
+    """The ratios between cases of one run and one threading (``ms``: case name -> milliseconds)."""
     notes = []
     if "vae" in ms and "reference: plain Haiku VAE" in ms:
-        ratio = ms["vae"] / ms["reference: plain Haiku VAE"]
-        why = ("so the NumPyro model, the per-image `vmap` of `log p(x, z)` and the non-finite-gradient guard cost "
-               "nothing measurable" if ratio < 1.15 else
-               "the gap is what the library adds to the same networks (the NumPyro model evaluated per image under "
-               "`vmap`, `optax.apply_if_finite` around Adam); it has not been profiled further yet")
-        notes.append(f"- `vae` takes {ratio:.2f}x the hand-written Haiku + Optax step; {why}.")
-    for name in ("mala", "gradmala-diag", "gradmala-lt", "gradhmc-diag", "gradhmc-lt"):
+        notes.append(f"- `vae` takes {ms['vae'] / ms['reference: plain Haiku VAE']:.2f}x the hand-written Haiku + "
+                     "Optax step.")
+    targets = {"gradmala-diag": 4, "gradmala-lt": 6, "gradhmc-diag": 10, "gradhmc-lt": 10}
+    for name in ("mala", "hmc", "gradmala-diag", "gradmala-lt", "gradhmc-diag", "gradhmc-lt"):
         if name in ms and "vae" in ms:
-            target = " (target: at most 6x)" if name == "gradmala-diag" else ""
+            target = f" (target: at most {targets[name]}x)" if name in targets else ""
             notes.append(f"- `{name}` step = {ms[name] / ms['vae']:.1f}x a `vae` step{target}.")
     for algorithm in ("mala", "hmc"):
         ours, theirs = ms.get(f"chain: {algorithm} (mcmcvae)"), ms.get(f"chain: {algorithm} (blackjax)")
         if ours and theirs:
             notes.append(f"- {algorithm.upper()} chains: ours take {ours / theirs:.2f}x the time of the same chains "
-                         f"written with `blackjax.{algorithm}` (target: no slower).")
+                         f"written with `blackjax.{algorithm}` (target: at most 1.0x).")
     for kind in ("mala-diag", "mala-lt", "hmc-diag", "hmc-lt"):
         plain, adapt = ms.get(f"step: {kind}"), ms.get(f"adapt: {kind}")
         if plain and adapt:
-            why = ("the gradient through the proposal" + ("" if kind.startswith("mala") else
-                   ", and the Hessian-vector products and power iterations of the Hutchinson/Russian-roulette "
-                   "log-det term"))
-            notes.append(f"- A speed-measure adaptation step for {kind} costs {adapt / plain:.1f}x a plain kernel step "
-                         f"({why}).")
+            notes.append(f"- A speed-measure adaptation step for {kind} costs {adapt / plain:.1f}x a plain kernel "
+                         "step.")
+    per_image = _is_per_image_ms(ms)
+    if per_image:
+        old, new = per_image["704ea25"], per_image["now"]
+        minutes = {k: v * (FULL_SAMPLES / IS_SAMPLES) * FULL_TEST_SET / 6e4 for k, v in per_image.items()}
+        notes.append(f"- Importance sampling, per image at S = {IS_SAMPLES} (difference of the {IS_IMAGES[1]}- and "
+                     f"{IS_IMAGES[0]}-image calls, so compile excluded): 704ea25 {old:.1f} ms, now {new:.1f} ms, "
+                     f"{old / new:.2f}x as fast (target: at least 2x). Extrapolated linearly to S = {FULL_SAMPLES} on "
+                     f"the {FULL_TEST_SET} MNIST test images: 704ea25 {minutes['704ea25']:.0f} min, now "
+                     f"{minutes['now']:.0f} min per model.")
+    return [f"**{threading}.**", *notes] if notes else []
+
+
+def run(*, quick: bool = False, out_dir=None):
+    """Time every case (``quick``: :data:`QUICK_CASES`, few repeats) at both threadings; write the results."""
+    all_cases = cases(quick=quick)
+    selected = [name for name in all_cases if not quick or name in QUICK_CASES]
+    load_start = os.getloadavg()
+    rows, measured = [], {}
+    for threading in THREADINGS:
+        groups = [selected] if quick else [[name] for name in selected]
+        for group in groups:
+            measured.update({(name, threading): result
+                             for name, result in time_in_subprocess(group, threading, quick).items()})
+        for name in selected:
+            _, description, warmup, repeats = all_cases[name]
+            result = measured[name, threading]
+            rows.append(mv.results.row(
+                NAME, "mnist", name, "step_time_ms", result["ms"], None, 1, description=description,
+                threading=threading, warmup=warmup, repeats=repeats, cores_used=round(result["cores_used"], 2),
+                load_before=result["load_before"], load_after=result["load_after"], machine=mv.results.machine()))
+    load_end = os.getloadavg()
+    gpu = _gpu_figures(out_dir)
+    header = ["case", "what", "1 core: ms", "all cores: ms", "cores used (1 / all)", "load before -> after (all)"]
+    if gpu:
+        header.append(f"GPU: ms ({next(iter(gpu.values())).get('machine', 'GPU')})")
+    body = []
+    for name in selected:
+        one, many = measured[name, "1 core"], measured[name, "all cores"]
+        line = [name, all_cases[name][1], f"{one['ms']:.2f}", f"{many['ms']:.2f}",
+                f"{one['cores_used']:.2f} / {many['cores_used']:.2f}",
+                f"{many['load_before']:.1f} -> {many['load_after']:.1f}"]
+        if gpu:
+            line.append(f"{gpu[name]['value']:.2f}" if name in gpu else "")
+        body.append(line)
+    notes = []
+    for threading in THREADINGS:
+        notes += _notes({name: measured[name, threading]["ms"] for name in selected}, threading) + [""]
+    load = (f"load average (1, 5, 15 min) {', '.join(f'{v:.1f}' for v in load_start)} at the start and "
+            f"{', '.join(f'{v:.1f}' for v in load_end)} at the end, on {os.cpu_count()} CPUs")
+    warmup, repeats = (QUICK_WARMUP, QUICK_REPEATS) if quick else (WARMUP, REPEATS)
     markdown = f"""# benchmark: training-step time
 
-Regenerate with `python experiments/run.py benchmark`. Median of {repeats} timed calls after {warmup} warm-up calls,
-batch 100, 28x28x1 binary images, d_z = 10, 200-200 MLPs, Bernoulli likelihood. Timings on a shared machine vary
-with its load (stated below); compare rows of one file, not files of different runs.
+Regenerate with `python experiments/run.py benchmark`. Each case runs in a fresh process, pinned to one core
+(`taskset -c 0`, `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false`) and with all cores; median of {repeats} timed
+calls after {warmup} warm-up calls (importance sampling: one call, compile included), batch 100, 28x28x1
+binary images, d_z = 10, 200-200 MLPs, Bernoulli likelihood. "Cores used" is the process's CPU seconds per wall
+second while timed: on a loaded machine it falls below what the threading allows. Ratios below compare cases of
+this run at one threading only; compare rows of one file, not files of different runs.
 {'**Quick run: too few repeats to mean anything.**' if quick else ''}
 
-**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}.
+**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}; {load}.
 
-{mv.results.markdown_table(['case', 'what', 'ms per call'], body)}
+{mv.results.markdown_table(header, body)}
 
 {chr(10).join(notes)}
 """
     return mv.results.write_results(NAME, rows, markdown, out_dir)
+
+
+def main(argv=None) -> int:
+    """``--case NAME [--case NAME ...] [--quick]``: time cases in this process, one JSON line each."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", action="append", required=True,
+                        help="a case name, e.g. 'gradhmc-diag' (repeat to time several, one JSON line each)")
+    parser.add_argument("--quick", action="store_true", help="the quick budget's repeats and sizes")
+    args = parser.parse_args(argv)
+    all_cases = cases(quick=args.quick)
+    for name in args.case:
+        if name not in all_cases:
+            parser.error(f"unknown case {name!r}; valid cases: {', '.join(all_cases)}")
+    for name in args.case:
+        build, _, warmup, repeats = all_cases[name]
+        print(json.dumps(time_case(build, warmup, repeats)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcmcvae.batching import map_padded_batches
 from mcmcvae.types import Array, ArrayLike, LogJointFn, PRNGKey, PyTree
 
 __all__ = ["importance_log_likelihood", "importance_estimate", "dataset_log_likelihood",
@@ -77,27 +76,33 @@ class _LogWeightSums(NamedTuple):
 
 
 def _logsumexp_update(state: tuple[Array, Array], values: Array) -> tuple[Array, Array]:
-    """Fold ``values (m,)`` into a streaming log-sum-exp held as (running maximum, sum of exp(value - maximum))."""
+    """Fold ``values (..., m)`` into a streaming log-sum-exp held as (running maximum, sum of exp(value - maximum)).
+
+    The state has the batch shape ``...`` of ``values`` (a scalar for one sequence of weights); the new values are
+    reduced over their last axis.
+    """
     running_max, running_sum = state
-    new_max = jnp.maximum(running_max, jnp.max(values))
+    new_max = jnp.maximum(running_max, jnp.max(values, axis=-1))
     # while every value so far is -inf the maximum is -inf; shifting by 0 then avoids inf - inf
     shift = jnp.where(jnp.isneginf(new_max), jnp.zeros_like(new_max), new_max)
-    new_sum = running_sum * jnp.exp(running_max - shift) + jnp.sum(jnp.exp(values - shift))
+    new_sum = running_sum * jnp.exp(running_max - shift) + jnp.sum(jnp.exp(values - shift[..., None]), axis=-1)
     return new_max, new_sum
 
 
 def _streaming_log_weight_sums(
-    chunk_log_weights: Callable[[Array, Array], Array], num_samples: int, chunk_size: int, dtype
+    chunk_log_weights: Callable[[Array, Array], Array], num_samples: int, chunk_size: int, dtype,
+    batch_shape: tuple[int, ...] = (),
 ) -> _LogWeightSums:
     r"""``log sum w``, ``log sum w^2`` and ``sum log w`` over ``S`` weights computed ``chunk_size`` at a time.
 
     The one streaming log-sum-exp of the library: a ``lax.scan`` over ``ceil(S / chunk_size)`` chunks carries,
     for ``w`` and for ``w^2``, the running maximum ``m`` of the log values and ``s = sum exp(log value - m)``
     (rescaled by ``exp(m_old - m_new)`` when the maximum grows), so memory is one chunk's whatever ``S`` is.
-    ``chunk_log_weights(chunk_index, sample_indices)`` returns the log weights ``(chunk_size,)`` of samples
-    ``chunk_index * chunk_size + arange(chunk_size)``; those with index ``>= S`` (the surplus of the last chunk)
-    are masked out, so exactly ``S`` samples count. The effective sample size
-    ``(sum w)^2 / sum w^2`` and ``log (1/S) sum w`` both come from one pass.
+    ``chunk_log_weights(chunk_index, sample_indices)`` returns the log weights ``batch_shape + (chunk_size,)`` of
+    samples ``chunk_index * chunk_size + arange(chunk_size)`` (of every sequence in the batch: several data
+    points stream side by side, each reduced on its own); those with index ``>= S`` (the surplus of the last
+    chunk) are masked out, so exactly ``S`` samples count. The effective sample size ``(sum w)^2 / sum w^2`` and
+    ``log (1/S) sum w`` both come from one pass. The sums have shape ``batch_shape``.
     """
     num_chunks = -(-num_samples // chunk_size)
 
@@ -110,12 +115,12 @@ def _streaming_log_weight_sums(
         carry = (
             _logsumexp_update(sums_w, masked),
             _logsumexp_update(sums_w2, 2 * masked),
-            total_log_w + jnp.sum(jnp.where(valid, log_weights, 0)),
+            total_log_w + jnp.sum(jnp.where(valid, log_weights, 0), axis=-1),
         )
         return carry, None
 
-    empty = (jnp.array(-jnp.inf, dtype), jnp.array(0.0, dtype))
-    init = (empty, empty, jnp.array(0.0, dtype))
+    empty = (jnp.full(batch_shape, -jnp.inf, dtype), jnp.zeros(batch_shape, dtype))
+    init = (empty, empty, jnp.zeros(batch_shape, dtype))
     ((max_w, sum_w), (max_w2, sum_w2), total_log_w), _ = jax.lax.scan(add_chunk, init, jnp.arange(num_chunks))
     return _LogWeightSums(jnp.log(sum_w) + max_w, jnp.log(sum_w2) + max_w2, total_log_w)
 
@@ -290,9 +295,13 @@ def dataset_log_likelihood(
     encoder's *variance* by ``tau = 1.5`` (``variance_factor=1.5``); the VCD paper multiplies its *standard
     deviation* by 1.2 (``scale_factor=1.2``).
 
-    Data points are evaluated ``batch_size`` at a time by one jitted function (``vmap`` over the batch; the last
-    batch is padded, so it compiles once); because each point's key depends only on its index, the result does
-    not depend on ``batch_size``. Nothing is trained or adapted.
+    One compiled program evaluates the whole data set: a ``lax.map`` over blocks of ``batch_size`` data points
+    (the last block padded by repeating the final point), and within a block a ``lax.scan`` over chunks of
+    ``chunk_size`` samples that evaluates ``log_joint_fn`` on all ``batch_size x chunk_size`` (point, sample) pairs
+    at once (so a decoder runs as matrix products over that many latents) and streams every point's
+    log-sum-exp side by side. No Python loop runs over data points or blocks, and the host waits once. Because
+    each point's key depends only on its index, the result does not depend on ``batch_size`` or ``chunk_size``
+    (up to floating-point summation order). Nothing is trained or adapted.
 
     Parameters
     ----------
@@ -312,7 +321,7 @@ def dataset_log_likelihood(
         Samples per data point evaluated together; ``None`` keeps ``batch_size * chunk_size`` near 10,000
         (lower it for large decoders).
     batch_size
-        Data points per jitted call.
+        Data points evaluated together (one block).
     scale_factor, variance_factor
         Factors on the proposal's standard deviation and variance, as above.
 
@@ -398,23 +407,76 @@ def dataset_importance_estimate(
     chunk_size = _check_positive_int(chunk_size, "chunk_size")
     std_factor = scale_factor * math.sqrt(variance_factor)
 
-    def point_estimate(index, x):
-        loc, scale = proposal_fn(x)
-        return importance_estimate(
-            jax.random.fold_in(rng_key, index),
-            lambda z: log_joint_fn(x, z),
-            loc,
-            scale * std_factor,
-            num_samples,
-            chunk_size=chunk_size,
-        )
+    block_estimate = _block_estimate_fn(rng_key, log_joint_fn, proposal_fn, num_samples, min(chunk_size, num_samples),
+                                        std_factor)
+    log_likelihood, ess = _map_blocks(block_estimate, images, batch_size)
+    return ImportanceEstimate(log_likelihood, ess)
 
+
+def _block_estimate_fn(rng_key, log_joint_fn, proposal_fn, num_samples, chunk_size, std_factor):
+    """``(indices (B,), data block) -> (log_likelihood (B,), ess (B,))``: B data points' weights in one stream.
+
+    The ``lax.scan`` over sample chunks carries every point's streaming sums side by side, and each chunk
+    evaluates ``log_joint_fn`` on all ``B x chunk_size`` (data point, sample) pairs at once, so the decoder runs
+    as matrix products over ``B * chunk_size`` latents. Keys are those of :func:`importance_estimate` applied
+    point by point (sample ``s`` of point ``i`` from ``fold_in(fold_in(rng_key, i), s)``), so the result equals
+    the per-point estimates.
+    """
+
+    def block_estimate(indices, data):
+        locs, scales = jax.vmap(proposal_fn)(data)
+        locs, scales = jnp.asarray(locs), jnp.asarray(scales) * std_factor
+        if locs.ndim != 2 or scales.shape != locs.shape:
+            raise ValueError("proposal_fn(x) must return (loc, scale) of one shape (d,), got shapes "
+                             f"{locs.shape[1:]} and {scales.shape[1:]}")
+        dtype = jnp.result_type(locs.dtype, scales.dtype, jnp.float32)
+        locs, scales = locs.astype(dtype), scales.astype(dtype)
+        keys = jax.vmap(lambda index: jax.random.fold_in(rng_key, index))(indices)
+
+        def point_log_weights(key, x, loc, scale, sample_indices):
+            def log_weight(index):
+                noise = jax.random.normal(jax.random.fold_in(key, index), loc.shape, loc.dtype)
+                z = loc + scale * noise
+                return log_joint_fn(x, z) - _diagonal_normal_log_prob(z, loc, scale)
+
+            return jax.vmap(log_weight)(sample_indices)
+
+        def chunk_log_weights(_, sample_indices):  # (B, chunk_size)
+            return jax.vmap(point_log_weights, in_axes=(0, 0, 0, 0, None))(keys, data, locs, scales, sample_indices)
+
+        sums = _streaming_log_weight_sums(chunk_log_weights, num_samples, chunk_size, dtype,
+                                          batch_shape=indices.shape)
+        return sums.log_sum_weights - math.log(num_samples), _effective_sample_size(sums)
+
+    return block_estimate
+
+
+def _map_blocks(block_fn: Callable[[Array, PyTree], PyTree], inputs: PyTree, block_size: int) -> PyTree:
+    """``block_fn(indices, block)`` over consecutive blocks of ``inputs`` in one jitted ``lax.map``.
+
+    The data set is padded to whole blocks by repeating its final point (the surplus results are dropped),
+    reshaped to ``(num_blocks, block_size, ...)`` and mapped over by one compiled program: no Python loop over
+    blocks and one transfer back at the end. ``indices`` are the points' positions ``(block_size,)``, so a key
+    derived from them does not depend on ``block_size``. Returns ``block_fn``'s outputs (leading axis ``n``), as
+    device arrays.
+    """
+    leaves = jax.tree.leaves(inputs)
+    if not leaves or any(np.ndim(leaf) == 0 for leaf in leaves):
+        raise ValueError("inputs must be an array of shape (n, ...) or a pytree of such arrays")
+    num_points = np.shape(leaves[0])[0]
+    if any(np.shape(leaf)[0] != num_points for leaf in leaves):
+        raise ValueError(f"every array in inputs needs the same leading axis, got {[np.shape(a) for a in leaves]}")
+    if num_points == 0:
+        raise ValueError("inputs hold no data points")
+    block_size = min(_check_positive_int(block_size, "batch_size"), num_points)
+    num_blocks = -(-num_points // block_size)
+    positions = np.arange(num_blocks * block_size)
+    take = np.minimum(positions, num_points - 1)
+    blocks = jax.tree.map(lambda a: jnp.asarray(a)[take].reshape(num_blocks, block_size, *np.shape(a)[1:]), inputs)
+    indices = jnp.asarray(positions.reshape(num_blocks, block_size), jnp.int32)
     # jitted afresh on every call: a cached trace would keep whatever parameters the functions closed over
-    batch_estimate = jax.jit(jax.vmap(point_estimate))
-    # the last batch repeats the final point so every call has one shape (map_padded_batches checks the shapes)
-    estimate = map_padded_batches(lambda _, indices, batch: batch_estimate(jnp.asarray(indices), batch), images,
-                                  batch_size)
-    return ImportanceEstimate(*(jnp.asarray(part) for part in estimate))
+    mapped = jax.jit(lambda idx, data: jax.lax.map(lambda args: block_fn(*args), (idx, data)))(indices, blocks)
+    return jax.tree.map(lambda r: r.reshape(num_blocks * block_size, *r.shape[2:])[:num_points], mapped)
 
 
 def bits_per_dim(log_likelihood_nats: ArrayLike, num_dims: int) -> Array:

@@ -12,9 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcmcvae.batching import map_padded_batches
 from mcmcvae.evaluate.ais import dataset_ais_log_likelihood
-from mcmcvae.evaluate.importance import bits_per_dim, dataset_importance_estimate
+from mcmcvae.evaluate.importance import _map_blocks, bits_per_dim, dataset_importance_estimate
 
 __all__ = ["method_proposals", "test_log_likelihood", "test_ais_log_likelihood", "summarise_log_likelihoods",
            "load_evaluation_images"]
@@ -74,11 +73,15 @@ def _check_factors(**factors) -> None:
 def method_proposals(rng_key, model, method, params, state, images, *, batch_size: int = 100):
     """Each image's proposal ``(loc, scale)``, ``(n, d)`` each, from the method, batch by batch.
 
-    Batch ``b`` uses the key ``fold_in(rng_key, b)``; the last batch is padded so one compiled call serves all.
+    Batch ``b`` uses the key ``fold_in(rng_key, b)``; the last batch is padded (its final image repeated), and
+    one compiled program maps over all batches (no Python loop, one transfer back).
     """
-    fn = jax.jit(lambda key, p, s, x: method.proposal(key, model, p, s, x))
-    return map_padded_batches(lambda b, _, batch: fn(jax.random.fold_in(rng_key, b), params, state, batch),
-                              np.asarray(images, np.float32), batch_size)
+    def batch_proposal(indices, batch):
+        key = jax.random.fold_in(rng_key, indices[0] // min(batch_size, len(images)))
+        return method.proposal(key, model, params, state, batch)
+
+    locs, scales = _map_blocks(batch_proposal, jnp.asarray(images, jnp.float32), batch_size)
+    return np.asarray(locs), np.asarray(scales)
 
 
 def test_log_likelihood(rng_key, model, method, params, state, images, *, num_samples: int = 5000,
