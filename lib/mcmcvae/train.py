@@ -9,8 +9,12 @@ Convolutional models on a CPU are the exception (``loop="auto"``): XLA:CPU runs 
 several times slower than the same convolutions outside one (jax-ml/jax#12868; a conv decoder's training step
 measured here: 7.3 s for two jitted steps against 37.7 s for a ``lax.scan`` of the same two), so there the epoch
 is a Python loop over one jitted step, with the same keys, batches and updates.
-With several local devices, each batch is sharded along its first axis with ``jax.sharding`` and parameters are
-replicated; with one device nothing changes. Python runs only between epochs: metrics to ``metrics.jsonl``, the
+With several devices, each batch is sharded along its first axis with ``jax.sharding`` over all the devices of
+all processes and parameters are replicated; with one device nothing changes. Under ``jax.distributed`` (several
+processes, e.g. one per host; :mod:`mcmcvae.distributed`) every process runs the same trainer on the same images
+and seed, XLA's collectives join the gradients, and only process 0 writes ``config.json``, ``metrics.jsonl``, the
+checksums and the lock, while every process takes part in Orbax's (collective) checkpoint saves and restores into
+the shared ``out_dir``. Python runs only between epochs: metrics to ``metrics.jsonl``, the
 progress bar, and an Orbax checkpoint.
 
 Randomness is a pure function of the seed and the position in the run (``fold_in`` of the phase and the epoch
@@ -83,6 +87,18 @@ class Phase:
     num_epochs: int
 
 
+def _is_primary() -> bool:
+    """Whether this process writes a run's files: always on one machine, process 0 under ``jax.distributed``."""
+    return jax.process_index() == 0
+
+
+def _to_host(value) -> np.ndarray:
+    """A replicated array's value on this host (``np.asarray`` refuses arrays that span other processes)."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        return np.asarray(value.addressable_data(0))
+    return np.asarray(value)
+
+
 def _data_sharding():
     mesh = Mesh(np.array(jax.devices()), ("data",))
     return NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
@@ -98,7 +114,7 @@ class Trainer:
     phases
         The methods to run, in order, and their epoch counts.
     batch_size
-        Images per step; must be a multiple of the number of local devices.
+        Images per step (the global batch, over all processes); must be a multiple of the number of devices.
     seed
         Everything random in the run derives from it.
     binarize
@@ -144,9 +160,11 @@ class Trainer:
                 raise ValueError(f"phase {index} ({getattr(phase.method, 'name', phase.method)!r}) has num_epochs="
                                  f"{phase.num_epochs!r}; give a non-negative integer number of epochs")
             _check_learning_rates(phase.method)
-        num_devices = jax.local_device_count()
+        num_devices = jax.device_count()  # of all processes: the batch is sharded over every one
         if batch_size % num_devices:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of the {num_devices} local devices")
+            where = ("local devices" if jax.process_count() == 1 else
+                     f"devices of all {jax.process_count()} processes")
+            raise ValueError(f"batch_size {batch_size} must be a multiple of the {num_devices} {where}")
         self.model = model
         self.phases = list(phases)
         self.batch_size = int(batch_size)
@@ -277,7 +295,8 @@ class Trainer:
 
         created = not self.out_dir.exists()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        lock = _RunLock(self.out_dir)
+        primary = _is_primary()  # under jax.distributed only process 0 writes files other than checkpoints
+        lock = _RunLock(self.out_dir) if primary else None
         ckpt, saved, started = None, [], False
         try:
             ckpt = _Checkpoints(self.out_dir)
@@ -289,17 +308,20 @@ class Trainer:
                     raise ValueError(f"{self.out_dir} already holds checkpoints of a run; pass --resume "
                                      "(resume=True) to continue it, or choose a new output directory")
                 started = True  # from here on the directory's files are this run's
-                (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)  # rows of a run killed before a checkpoint
-            _write_atomic(self.out_dir / "config.json", json.dumps(self.config(), indent=2, default=str))
+                if primary:
+                    (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)  # rows of a run killed before a save
+            if primary:
+                _write_atomic(self.out_dir / "config.json", json.dumps(self.config(), indent=2, default=str))
             return self._train(images, params, state, start_phase, start_epoch, ckpt, saved)
         except Exception:
-            if (started or created) and not saved:  # a fresh run that failed before a checkpoint leaves nothing
-                _remove_fresh_run(self.out_dir, created, own_files=started)
+            if primary and (started or created) and not saved:  # a fresh run that failed before a checkpoint
+                _remove_fresh_run(self.out_dir, created, own_files=started)  # leaves nothing
             raise
         finally:
             if ckpt is not None:
                 ckpt.close()
-            lock.release()
+            if lock is not None:
+                lock.release()
 
     def _check_images(self, images) -> np.ndarray:
         """The training images as float32, checked against the model, the batch size and the methods."""
@@ -351,7 +373,8 @@ class Trainer:
             raise ValueError(f"cannot resume {self.out_dir}: its checkpoint is at epoch {start_epoch} of phase "
                              f"{start_phase} ({self.phases[start_phase].method.name}), beyond the "
                              f"{self.phases[start_phase].num_epochs} epochs requested; ask for at least {start_epoch}")
-        _truncate_metrics(self.out_dir, meta["step"])
+        if _is_primary():
+            _truncate_metrics(self.out_dir, meta["step"])
         return start_phase, start_epoch, params, state
 
     def _train(self, images, params, state, start_phase, start_epoch, ckpt, saved=None):
@@ -379,7 +402,7 @@ class Trainer:
                     tic = time.perf_counter()
                     key = jax.random.fold_in(self._phase_key(phase_index), epoch)
                     params, state, metrics = epoch_fn(params, state, device_images, key)
-                    metrics = {k: float(v) for k, v in metrics.items()}  # one host sync per epoch
+                    metrics = {k: float(_to_host(v)) for k, v in metrics.items()}  # one host sync per epoch
                     metrics["nonfinite_updates"] = int(metrics["nonfinite_updates"])
                     if metrics["nonfinite_updates"] == num_batches:
                         raise FloatingPointError(
@@ -395,9 +418,10 @@ class Trainer:
                     if ckpt is not None:
                         # Row first, then checkpoint and checksum: a kill in between leaves a row beyond the newest
                         # intact checkpoint, which resuming removes before it trains that epoch again.
-                        with open(self.out_dir / "metrics.jsonl", "a") as f:
-                            f.write(json.dumps(row) + "\n")
-                        ckpt.save(done_epochs, params, state, phase=phase_index, epoch=epoch + 1)
+                        if _is_primary():
+                            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                                f.write(json.dumps(row) + "\n")
+                        ckpt.save(done_epochs, params, state, phase=phase_index, epoch=epoch + 1)  # every process
                         saved.append(done_epochs)
                     bar.update(row)
         finally:
@@ -444,6 +468,8 @@ class _Checkpoints:
             meta=ocp.args.JsonSave({"phase": phase, "epoch": epoch}),
         ))
         self.manager.wait_until_finished()
+        if not _is_primary():  # the checksums are process 0's to write, once every process has saved
+            return
         kept = {str(s) for s in self.manager.all_steps()}
         checksums = {k: v for k, v in self._checksums().items() if k in kept}
         checksums[str(step)] = _digest(self.directory / str(step))
