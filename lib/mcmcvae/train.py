@@ -928,6 +928,9 @@ def fit_seeds(model, phases: Sequence[Phase], images, *, run_dirs: Sequence, see
     """
     seeds = list(seeds)
     run_dirs = [pathlib.Path(d) for d in run_dirs]
+    if jax.process_count() > 1:
+        raise NotImplementedError("fit_seeds runs in one process; under jax.distributed train each seed with "
+                                  "mv.train.fit (every process writes only through process 0 there)")
     if not seeds:
         raise ValueError("fit_seeds needs at least one seed")
     if len(run_dirs) != len(seeds):
