@@ -136,7 +136,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     budget_name = common.budget_name(BUDGETS, quick, budget)
     budget = BUDGETS[budget_name]
     runs = common.runs_dir(NAME, out_dir) / budget_name
-    figures = common.results_dir(out_dir) / "figures" / NAME
+    figures = common.results_dir(out_dir) / "figures" / budget.get("results_name", NAME)  # a budget with files of its own
     figures.mkdir(parents=True, exist_ok=True)
     rows, unavailable, values, per_image = [], [], {}, {}
     for dataset in budget["datasets"]:
@@ -384,5 +384,5 @@ N(zbar_K(x), 1.5 Sigma_0(x)).
 
 {chr(10).join(tables)}
 
-Figures (training curves of acceptance, beta, h and log|det C|; samples) are in `results/figures/{NAME}/`.
+Figures (training curves of acceptance, beta, h and log|det C|; samples) are in `results/figures/{budget.get('results_name', NAME)}/`.
 """
