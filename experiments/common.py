@@ -17,7 +17,19 @@ import numpy as np
 import mcmcvae as mv
 
 __all__ = ["budget_name", "mcmc_learning_rate", "results_dir", "runs_dir", "train_and_evaluate",
-           "reference_features", "importance_log_likelihoods"]
+           "reference_features", "importance_log_likelihoods", "TEST_SAMPLE_SEED", "test_order", "load_binary",
+           "BINARIZATIONS", "sample_text", "ais_with_check", "ais_check_text", "binary_sample_kid",
+           "seed_comparisons", "fraction_text"]
+
+# The random order of the test images that every experiment's test samples are cut from: an evaluation on n images
+# uses the first n of this order (a fixed seed, so reruns and methods see the same images; never the file's first
+# n, which are easier than average: 97 against 105 on-pixels per MNIST image among the first 1000).
+TEST_SAMPLE_SEED = 20240
+# How an experiment's binary images are made (mcmcvae.data): thresholded at 0.5 (Hirt et al.'s code), or one
+# fixed Bernoulli(intensity) draw per split with documented seeds (Ruiz and Titsias's MNIST).
+BINARIZATIONS = {"threshold": "thresholded at 0.5",
+                 "fixed_stochastic": "one fixed Bernoulli(intensity) draw per pixel (mcmcvae.data.binarize_fixed, "
+                                     "seeds: train 0, test 1)"}
 
 
 def results_dir(out_dir=None) -> pathlib.Path:
@@ -27,10 +39,14 @@ def results_dir(out_dir=None) -> pathlib.Path:
     return path
 
 
-def budget_name(budgets: dict, quick: bool, budget: str | None, default: str = "paper") -> str:
+def budget_name(budgets: dict, quick: bool, budget: str | None, default: str = "paper",
+                renamed: dict | None = None) -> str:
     """The budget an experiment runs with: ``quick`` for ``--quick``, else ``budget`` or ``default``; an unknown
-    name is refused with the valid ones."""
+    name is refused with the valid ones, and an old name in ``renamed`` (``{old: (new, why)}``) with its new one."""
     name = "quick" if quick else (budget or default)
+    if renamed and name in renamed:
+        new, why = renamed[name]
+        raise ValueError(f"budget {name!r} was renamed {new!r}: {why}; run --budget {new}")
     if name not in budgets:
         raise ValueError(f"unknown budget {name!r}; choose one of {', '.join(budgets)}")
     return name
@@ -61,7 +77,8 @@ def train_and_evaluate(experiment: str, tag: str, model, phases, train_images, t
     params, state, train_seconds = mv.train.fit(model, phases, train_images, run_dir=run_dir, seed=seed,
                                                 batch_size=batch_size, progress=progress, extra_config=extra_config)
     settings = {"num_samples": int(num_samples), "num_images": int(len(test_images)),
-                "variance_factor": float(variance_factor), "epochs": sum(p.num_epochs for p in phases)}
+                "variance_factor": float(variance_factor), "epochs": sum(p.num_epochs for p in phases),
+                "test_sample_seed": TEST_SAMPLE_SEED}  # the experiments' test samples are cut from test_order
     summary = mv.results.cached_evaluation(run_dir / "eval.json", settings, lambda: {
         **mv.evaluate.test_log_likelihood(jax.random.key(10_000 + seed), model, phases[-1].method, params, state,
                                           test_images, num_samples=num_samples, variance_factor=variance_factor),
@@ -115,3 +132,127 @@ def importance_log_likelihoods(rng_key, model, params, images, locs, scales, *, 
         values = fn(keys, params, jnp.asarray(images[index]), jnp.asarray(locs[index]), jnp.asarray(scales[index]))
         out.append(np.asarray(values, np.float64)[: n - start])
     return np.concatenate(out)
+
+
+def test_order(num_total: int, seed: int = TEST_SAMPLE_SEED) -> np.ndarray:
+    """A fixed random order of ``num_total`` test images; a sample of ``n`` is its first ``n`` (so a smaller sample,
+    e.g. AIS's, lies inside a larger one, e.g. importance sampling's)."""
+    return np.random.default_rng(seed).permutation(num_total)
+
+
+def load_binary(dataset: str, split: str, binarization: str, *, num_images: int | None = None,
+                random_sample: bool = False) -> np.ndarray:
+    """A split's binary images: ``binarization`` is a key of :data:`BINARIZATIONS`. Training images are the first
+    ``num_images``; with ``random_sample`` (test images) they are the first ``num_images`` of :func:`test_order`."""
+    from mcmcvae.data import load_fixed_binarization, load_images
+
+    if binarization not in BINARIZATIONS:
+        raise ValueError(f"unknown binarization {binarization!r}; choose one of {', '.join(BINARIZATIONS)}")
+    if binarization == "threshold":
+        images = load_images(dataset, split, binarize="static", num_images=None if random_sample else num_images)
+    else:
+        images = load_fixed_binarization(dataset, split, num_images=None if random_sample else num_images)
+    if not random_sample:
+        return images
+    return images[test_order(len(images))[:num_images]]
+
+
+def sample_text(num_images: int | None, num_total: int = 10_000) -> str:
+    """How a test sample was drawn, for a results file."""
+    if num_images is None or num_images >= num_total:
+        return f"all {num_total} test images"
+    return (f"a random sample of {num_images} of the {num_total} test images (fixed seed {TEST_SAMPLE_SEED}, "
+            "common.test_order)")
+
+
+def ais_with_check(path, settings: dict, rng_key, model, method, params, state, images, *, num_temperatures: int,
+                   num_chains: int, step_size: float, check_factor: int | None = 2, variance_factor: float = 1.5):
+    """AIS with a fixed step size (no adaptation from the chains it weighs), cached at ``path``; with
+    ``check_factor``, a second run with ``check_factor`` times the temperatures on the same images, whose per-image
+    difference from the first says whether more temperatures still move the estimate.
+
+    Returns the AIS summary with ``check``: ``{num_temperatures, difference, standard_error, moved}`` where
+    ``difference`` is the mean over images of (more temperatures minus fewer), and ``moved`` is true when it lies
+    more than 2 standard errors from 0 (then the estimate at ``num_temperatures`` has not converged).
+    """
+    from mcmcvae.evaluate.runs import test_ais_log_likelihood
+
+    def evaluate(temperatures, key):
+        return test_ais_log_likelihood(key, model, method, params, state, images, num_temperatures=temperatures,
+                                       num_chains=num_chains, variance_factor=variance_factor, step_size=step_size)
+
+    base = {**settings, "num_temperatures": num_temperatures, "num_chains": num_chains, "step_size": step_size,
+            "variance_factor": variance_factor, "num_images": len(images)}
+    path = pathlib.Path(path)
+    result = mv.results.cached_evaluation(path, base, lambda: evaluate(num_temperatures, rng_key),
+                                          require=("per_image",))
+    if not check_factor:
+        return {**result, "check": None}
+    more = check_factor * num_temperatures
+    second = mv.results.cached_evaluation(path.with_name(f"{path.stem}-check{path.suffix}"),
+                                          {**base, "num_temperatures": more},
+                                          lambda: evaluate(more, jax.random.fold_in(rng_key, 1)),
+                                          require=("per_image",))
+    difference, error = mv.results.paired_difference(second["per_image"], result["per_image"])
+    return {**result, "check": {"num_temperatures": more, "difference": difference, "standard_error": error,
+                                "moved": bool(abs(difference) > 2 * error),
+                                "acceptance_rate": second["acceptance_rate"]}}
+
+
+def ais_check_text(checks: dict) -> str:
+    """One line per checked run: what more temperatures did to AIS, and whether that is within its error."""
+    if not checks:
+        return ""
+    moved = [name for name, c in checks.items() if c["moved"]]
+    parts = [f"{name} {c['difference']:+.2f} +- {c['standard_error']:.2f} (acceptance {c['acceptance_rate']:.2f})"
+             for name, c in checks.items()]
+    verdict = ("more temperatures do not move any estimate beyond 2 standard errors" if not moved else
+               f"more temperatures move {', '.join(moved)} beyond 2 standard errors: their AIS estimates have not "
+               "converged and are looser than the truth")
+    return (f"AIS check (the same images, {next(iter(checks.values()))['num_temperatures']} temperatures minus the "
+            f"verdict's, paired per image): {'; '.join(parts)}: {verdict}.")
+
+
+def binary_sample_kid(rng_key, model, params, *, reference_features, resize_to: int, num_subsets: int,
+                      subset_size: int, batch_size: int = 50) -> dict:
+    """KID of binary samples against binary test images: ``z ~ p(z)``, ``x ~ Bernoulli(mean(z))`` drawn once per
+    pixel, so that generated and reference images are both binary (decoded means are grey, and grey images
+    against binary ones partly reward a saturated decoder)."""
+    from mcmcvae.evaluate import inception_features
+    from mcmcvae.evaluate.generative import generate_images
+    from mcmcvae.evaluate.mmd import kid
+
+    reference_features = np.asarray(reference_features, np.float32)
+    generate_key, pixel_key, kid_key = jax.random.split(rng_key, 3)
+    means = generate_images(generate_key, model, params, reference_features.shape[0])
+    binary = np.asarray(jax.random.bernoulli(pixel_key, jnp.asarray(means)), np.float32)
+    features = np.asarray(inception_features(binary, batch_size=batch_size, resize_to=resize_to))
+    subset_size = min(int(subset_size), reference_features.shape[0], features.shape[0])
+    mean, std = kid(reference_features, features, num_subsets=num_subsets, subset_size=subset_size, rng_key=kid_key)
+    return {"kid": float(mean), "kid_std": float(std), "num_generated": int(features.shape[0]),
+            "num_reference": int(reference_features.shape[0]), "resize_to": int(resize_to),
+            "subset_size": subset_size, "num_subsets": int(num_subsets), "samples": "binary"}
+
+
+def seed_comparisons(per_seed: dict, claims, *, unit: str = "nats", scale: float = 1.0, digits: int = 2):
+    """Each claim ``(a, b)`` ("``a`` beats ``b``") compared across seeds (:func:`mcmcvae.results.compare_seeds` on
+    ``per_seed[a]`` and ``per_seed[b]``); returns ``({(a, b): SeedComparison}, [sentence, ...])``. Claims with a
+    missing side are left out."""
+    comparisons, lines = {}, []
+    for a, b in claims:
+        if a not in per_seed or b not in per_seed:
+            continue
+        comparison = mv.results.compare_seeds(per_seed[a], per_seed[b])
+        comparisons[(a, b)] = comparison
+        lines.append(mv.results.verdict_sentence(f"{a} beats {b}", comparison, unit=unit, scale=scale,
+                                                 digits=digits))
+    return comparisons, lines
+
+
+def fraction_text(parts) -> str:
+    """The fraction of the paper's budget used, one ``(what, used, paper's)`` per part (``None``: all)."""
+    out = []
+    for what, used, paper in parts:
+        used = paper if used is None else used
+        out.append(f"{what} {used}/{paper} ({100 * used / paper:.3g}%)")
+    return "Fraction of the paper's budget used: " + "; ".join(out) + "."

@@ -17,19 +17,6 @@ jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-# TEMPORARY, for the integrator to empty: these modules are being rewritten on other branches, whose examples
-# will be made to run after the merge. Until then their doctests are not collected. Every other module's
-# examples run.
-collect_ignore = [
-    "mcmcvae/adaptation",
-    "mcmcvae/kernels",
-    "mcmcvae/methods",
-    "mcmcvae/evaluate/ais.py",
-    "mcmcvae/evaluate/runs.py",
-    "mcmcvae/experiments",
-    "mcmcvae/cli.py",
-    "mcmcvae/results.py",
-]
 
 
 @pytest.fixture(autouse=True)

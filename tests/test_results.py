@@ -71,3 +71,77 @@ def test_machine_and_git_revision_stamps(tmp_path):
     assert mv.results.git_revision(tmp_path) == "unknown"
     here = mv.results.git_revision(pathlib.Path(__file__).parent)  # this checkout, where there is one
     assert here == "unknown" or (4 <= len(here) <= 40 and all(c in "0123456789abcdef" for c in here))
+
+
+# ------------------------------------------------------------------------------------------- seed-level inference
+def test_compare_seeds_is_the_paired_t_interval_on_n_minus_1_degrees_of_freedom():
+    """Known values: differences (1, 2, 3) have mean 2 and s = 1; t_{2, 0.975} = 4.302653 (tables), so the 95%
+    interval is 2 -+ 4.302653 / sqrt(3) = [-0.4841, 4.4841]: it contains 0, so the claim is not resolved."""
+    c = mv.results.compare_seeds([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])
+    half = 4.302653 / np.sqrt(3)
+    assert c.mean == pytest.approx(2.0) and c.num_seeds == 3 and c.per_seed == (1.0, 2.0, 3.0)
+    assert c.lower == pytest.approx(2 - half, abs=1e-5) and c.upper == pytest.approx(2 + half, abs=1e-5)
+    assert c.verdict == "not resolved" and c.confidence == 0.95
+    # five seeds, t_{4, 0.975} = 2.776445: differences (1, 1.5, 2, 2.5, 3), mean 2, s = sqrt(0.625)
+    c = mv.results.compare_seeds([1.0, 1.5, 2.0, 2.5, 3.0], np.zeros(5))
+    half = 2.776445 * np.sqrt(0.625) / np.sqrt(5)
+    assert (c.lower, c.upper) == (pytest.approx(2 - half, abs=1e-5), pytest.approx(2 + half, abs=1e-5))
+    assert c.verdict == "holds"
+    assert mv.results.compare_seeds(np.zeros(5), [1.0, 1.5, 2.0, 2.5, 3.0]).verdict == "fails"
+    # a 90% interval is narrower: t_{4, 0.95} = 2.131847
+    c90 = mv.results.compare_seeds([1.0, 1.5, 2.0, 2.5, 3.0], np.zeros(5), confidence=0.9)
+    assert c90.upper - c90.mean == pytest.approx(2.131847 * np.sqrt(0.625) / np.sqrt(5), abs=1e-5)
+
+
+def test_compare_seeds_with_two_seeds_uses_one_degree_of_freedom():
+    """n = 2: t_{1, 0.975} = 12.706205; differences (1, 3): mean 2, s = sqrt(2), half width 12.706205."""
+    c = mv.results.compare_seeds([1.0, 3.0], [0.0, 0.0])
+    assert c.lower == pytest.approx(2 - 12.706205, abs=1e-5) and c.upper == pytest.approx(2 + 12.706205, abs=1e-5)
+    assert c.verdict == "not resolved"
+    # two seeds that agree closely can resolve: differences (2.0, 2.1), half width 12.706 * 0.05 = 0.635
+    assert mv.results.compare_seeds([2.0, 2.1], [0.0, 0.0]).verdict == "holds"
+
+
+def test_compare_seeds_identical_values_and_one_seed():
+    """Equal differences have zero spread: the interval is the point, above 0 holds, at exactly 0 it is not resolved;
+    one seed gives an unbounded interval and resolves nothing."""
+    c = mv.results.compare_seeds([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])
+    assert c.lower == c.upper == c.mean == 0.5 and c.verdict == "holds"
+    same = mv.results.compare_seeds([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert same.mean == same.lower == same.upper == 0.0 and same.verdict == "not resolved"
+    one = mv.results.compare_seeds([5.0], [1.0])
+    assert one.mean == 4.0 and one.lower == -np.inf and one.upper == np.inf and one.verdict == "not resolved"
+
+
+def test_compare_seeds_refuses_what_it_cannot_pair():
+    with pytest.raises(ValueError, match="3 values for a and 2 for b"):
+        mv.results.compare_seeds([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="at least one seed"):
+        mv.results.compare_seeds([], [])
+    with pytest.raises(ValueError, match="non-finite"):
+        mv.results.compare_seeds([1.0, np.nan], [0.0, 0.0])
+    with pytest.raises(ValueError, match="confidence must lie in"):
+        mv.results.compare_seeds([1.0, 2.0], [0.0, 0.0], confidence=95)
+
+
+def test_verdict_sentence_is_computed_from_the_numbers():
+    holds = mv.results.compare_seeds([1.0, 1.5, 2.0, 2.5, 3.0], np.zeros(5))
+    text = mv.results.verdict_sentence("gradmala beats dshmc", holds)
+    assert text.startswith("gradmala beats dshmc: mean paired difference +2.00 nats over 5 seeds, 95% interval [+")
+    assert text.endswith(": holds.")
+    fails = mv.results.compare_seeds(np.zeros(5), [0.001, 0.0015, 0.002, 0.0025, 0.003])
+    text = mv.results.verdict_sentence("m beats vae in KID", fails, unit="(KID x 1000)", scale=1000, digits=1)
+    assert "-2.0 (KID x 1000) over 5 seeds" in text and text.endswith(": fails.")
+
+
+def test_combined_verdicts():
+    assert mv.results.all_hold(["holds", "holds"]) == "holds"
+    assert mv.results.all_hold(["holds", "not resolved"]) == "not resolved"
+    assert mv.results.all_hold(["not resolved", "fails"]) == "fails"
+    assert mv.results.any_holds(["fails", "not resolved", "holds"]) == "holds"
+    assert mv.results.any_holds(["fails", "fails"]) == "fails"
+    assert mv.results.any_holds(["fails", "not resolved"]) == "not resolved"
+    with pytest.raises(ValueError, match="unknown verdicts \\['maybe'\\]"):
+        mv.results.all_hold(["holds", "maybe"])
+    with pytest.raises(ValueError, match="at least one"):
+        mv.results.any_holds([])

@@ -18,17 +18,22 @@ a new script can do the same in a few lines:
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import platform
 import subprocess
 import time
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = ["row", "summarise", "write_results", "markdown_table", "cached_evaluation", "paired_difference",
+           "SeedComparison", "compare_seeds", "verdict_sentence", "all_hold", "any_holds", "VERDICTS",
            "machine", "git_revision"]
+
+VERDICTS = ("holds", "fails", "not resolved")
 
 
 def row(experiment: str, dataset: str, method: str, metric: str, value, std=None, num_seeds: int = 1,
@@ -201,6 +206,175 @@ def paired_difference(a, b) -> tuple[float, float]:
     """
     diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
+class SeedComparison(NamedTuple):
+    """The paired comparison of two methods across seeds (see :func:`compare_seeds`).
+
+    Attributes
+    ----------
+    mean
+        Mean over seeds of ``a - b``.
+    lower, upper
+        The two-sided ``confidence`` t interval of that mean (``-inf``, ``inf`` for fewer than two seeds).
+    num_seeds
+        How many seeds were paired.
+    verdict
+        ``"holds"`` (the interval lies above 0), ``"fails"`` (below 0) or ``"not resolved"`` (it contains 0,
+        or fewer than two seeds).
+    per_seed
+        The per-seed differences ``a - b``.
+    confidence
+        The interval's confidence level.
+    """
+
+    mean: float
+    lower: float
+    upper: float
+    num_seeds: int
+    verdict: str
+    per_seed: tuple
+    confidence: float
+
+
+def compare_seeds(a, b, *, confidence: float = 0.95) -> SeedComparison:
+    r"""Whether ``a`` beats ``b`` across seeds: the mean paired difference, its t interval and a verdict.
+
+    ``a[s]`` and ``b[s]`` are one number per seed ``s`` for two methods (e.g. each seed's test log-likelihood,
+    both methods trained from that seed's shared start), so the seeds pair them. With ``d_s = a_s - b_s`` over
+    ``n`` seeds, the interval is
+
+    .. math:: \bar d \pm t_{n-1,\,(1+c)/2}\; s_d / \sqrt n ,
+
+    the Student t quantile on ``n - 1`` degrees of freedom (:func:`scipy.stats.t.ppf`). It treats the seeds as
+    independent draws, so it carries the seed-to-seed spread (training and evaluation noise alike) that an
+    error over test images leaves out. The verdict on "``a`` beats ``b``" is ``"holds"`` when the interval lies
+    strictly above 0, ``"fails"`` when it lies strictly below, and ``"not resolved"`` otherwise; one seed
+    resolves nothing (its interval is unbounded). Where smaller is better (KID), compare ``(b, a)``.
+
+    Parameters
+    ----------
+    a, b
+        Per-seed values of the two methods, in the same seed order; equal lengths, finite.
+    confidence
+        The interval's level, in (0, 1).
+
+    Returns
+    -------
+    SeedComparison
+
+    Raises
+    ------
+    ValueError
+        For lengths that differ, no seeds, a non-finite value, or a level outside (0, 1).
+
+    Examples
+    --------
+    >>> import mcmcvae as mv
+    >>> c = mv.results.compare_seeds([-90.0, -89.0, -91.0, -90.5, -89.5], [-91.0, -90.2, -91.9, -91.4, -90.5])
+    >>> round(c.mean, 2), round(c.lower, 2), round(c.upper, 2), c.verdict
+    (1.0, 0.85, 1.15, 'holds')
+    >>> mv.results.compare_seeds([1.0, -1.0], [0.0, 0.0]).verdict
+    'not resolved'
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"compare_seeds pairs values by seed: got {a.size} values for a and {b.size} for b; give "
+                         "one value per seed for each method, in the same seed order")
+    if a.size == 0:
+        raise ValueError("compare_seeds needs at least one seed's values")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError(f"compare_seeds got non-finite values (a = {a.tolist()}, b = {b.tolist()}): a diverged "
+                         "run has no log-likelihood to compare; drop or rerun that seed and say so")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    d = a - b
+    n, mean = d.size, float(d.mean())
+    if n < 2:
+        lower, upper = -math.inf, math.inf
+    else:
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+        lower, upper = mean - half, mean + half
+    verdict = "holds" if lower > 0 else "fails" if upper < 0 else "not resolved"
+    return SeedComparison(mean, lower, upper, int(n), verdict, tuple(float(x) for x in d), float(confidence))
+
+
+def verdict_sentence(claim: str, comparison: SeedComparison, *, unit: str = "nats", scale: float = 1.0,
+                     digits: int = 2) -> str:
+    """One sentence stating a claim's verdict from a :class:`SeedComparison`: the numbers first, then the verdict
+    the interval gives (never text written around the numbers).
+
+    Parameters
+    ----------
+    claim
+        What ``a`` beating ``b`` means, e.g. ``"gradmala-diag beats dshmc"``.
+    comparison
+        From :func:`compare_seeds`.
+    unit
+        The difference's unit, printed after the numbers.
+    scale
+        Multiplies the numbers for printing (e.g. 1000 for KID x 1000).
+    digits
+        Decimals printed.
+
+    Examples
+    --------
+    >>> import mcmcvae as mv
+    >>> c = mv.results.compare_seeds([2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
+    >>> mv.results.verdict_sentence("a beats b", c)
+    'a beats b: mean paired difference +2.00 nats over 3 seeds, 95% interval [-0.48, +4.48]: not resolved.'
+    >>> mv.results.verdict_sentence("a beats b", mv.results.compare_seeds([2.0], [1.0]))
+    'a beats b: difference +1.00 nats on 1 seed, no interval from one seed: not resolved.'
+    """
+    if comparison.verdict not in VERDICTS:
+        raise ValueError(f"unknown verdict {comparison.verdict!r}; a SeedComparison's verdict is one of {VERDICTS}")
+    mean = f"{scale * comparison.mean:+.{digits}f}"
+    if comparison.num_seeds < 2:
+        return f"{claim}: difference {mean} {unit} on 1 seed, no interval from one seed: {comparison.verdict}."
+    level = f"{100 * comparison.confidence:g}%"
+    return (f"{claim}: mean paired difference {mean} {unit} over {comparison.num_seeds} seeds, {level} interval "
+            f"[{scale * comparison.lower:+.{digits}f}, {scale * comparison.upper:+.{digits}f}]: "
+            f"{comparison.verdict}.")
+
+
+def all_hold(verdicts: Iterable[str]) -> str:
+    """The verdict on a claim made of several that must all hold: ``"holds"`` if every one holds, ``"fails"`` if
+    any fails, else ``"not resolved"``.
+
+    Examples
+    --------
+    >>> import mcmcvae as mv
+    >>> mv.results.all_hold(["holds", "not resolved"]), mv.results.all_hold(["holds", "fails", "not resolved"])
+    ('not resolved', 'fails')
+    """
+    verdicts = _check_verdicts(verdicts)
+    return "holds" if all(v == "holds" for v in verdicts) else "fails" if "fails" in verdicts else "not resolved"
+
+
+def any_holds(verdicts: Iterable[str]) -> str:
+    """The verdict on a claim that holds if any of several holds: ``"holds"`` if one holds, ``"fails"`` if every
+    one fails, else ``"not resolved"``.
+
+    Examples
+    --------
+    >>> import mcmcvae as mv
+    >>> mv.results.any_holds(["fails", "holds"]), mv.results.any_holds(["fails", "not resolved"])
+    ('holds', 'not resolved')
+    """
+    verdicts = _check_verdicts(verdicts)
+    return "holds" if "holds" in verdicts else "fails" if all(v == "fails" for v in verdicts) else "not resolved"
+
+
+def _check_verdicts(verdicts) -> list[str]:
+    verdicts = list(verdicts)
+    if not verdicts:
+        raise ValueError("no verdicts to combine: give at least one")
+    unknown = [v for v in verdicts if v not in VERDICTS]
+    if unknown:
+        raise ValueError(f"unknown verdicts {unknown}; each is one of {VERDICTS}")
+    return verdicts
 
 
 def machine() -> str:

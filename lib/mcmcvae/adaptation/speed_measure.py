@@ -59,6 +59,8 @@ from mcmcvae.kernels import Preconditioner
 from mcmcvae.types import Array
 
 __all__ = [
+    "EXACT_LOG_DET_MAX_DIM",
+    "LOG_DET_METHODS",
     "PRECONDITIONER_KINDS",
     "SpeedMeasureParams",
     "SpeedMeasureState",
@@ -72,6 +74,10 @@ __all__ = [
 
 PRECONDITIONER_KINDS = ("diagonal", "lower_triangular")
 BETA_BOUNDS = (1e-3, 100.0)
+LOG_DET_METHODS = ("auto", "exact", "stochastic")
+# Up to this latent dimension log_det="auto" computes the HMC entropy's log-det term exactly: d batched
+# Hessian-vector products cost less there than the roulette's sequential ones (docs/benchmark.md).
+EXACT_LOG_DET_MAX_DIM = 32
 
 
 class SpeedMeasureParams(NamedTuple):
@@ -283,6 +289,7 @@ def speed_measure(
     max_num_terms: int = 64,
     spectral_radius_threshold: float = 0.75,
     penalty_strength: float = 1000.0,
+    log_det: str = "auto",
     **kernel_options,
 ) -> SpeedMeasureAdaptation:
     r"""Adapt ``h`` and ``C`` of a MALA or HMC kernel by maximising the entropy speed measure.
@@ -332,6 +339,13 @@ def speed_measure(
         The Russian roulette of the HMC log-det term (see :mod:`mcmcvae.adaptation.logdet`).
     spectral_radius_threshold, penalty_strength
         The spectral-radius penalty.
+    log_det
+        How the HMC entropy's ``log det(I - A)`` is computed: ``"stochastic"``, the paper's unbiased
+        Russian-roulette estimate (:func:`mcmcvae.adaptation.logdet.log_det_identity_minus`); ``"exact"``, its
+        expectation from ``d`` batched Hessian-vector products and a factorisation
+        (:func:`mcmcvae.adaptation.logdet.exact_log_det_identity_minus`), with the same gradient path and no
+        estimator variance; ``"auto"`` (default), exact up to ``EXACT_LOG_DET_MAX_DIM`` dimensions, where it is
+        also the cheaper of the two (docs/benchmark.md), stochastic above.
     **kernel_options
         Passed to ``algorithm.build_kernel``: for MALA and HMC ``stop_gradient_proposal_grad`` (ignore how
         ``grad U`` at the proposal moves with ``(h, C)``, the biased gradient of the paper's code; default full
@@ -375,6 +389,8 @@ def speed_measure(
     curvature_fn = getattr(algorithm, "entropy_curvature", None)
     curvature = float(curvature_fn(**base.module_options(curvature_fn, settings.options))) if curvature_fn else 0.0
     has_log_det = curvature > 0.0  # e.g. (L^2 - 1) / 6 for HMC: zero for MALA and for HMC with L = 1
+    if log_det not in LOG_DET_METHODS:
+        raise ValueError(f"log_det must be one of {LOG_DET_METHODS}, got {log_det!r}")
     preconditioner_kind = preconditioner
     if optimizer is None:
         optimizer = optax.adam(learning_rate)
@@ -403,14 +419,13 @@ def speed_measure(
         zero = jnp.zeros((), entropy.dtype)
         log_det_residual, spectral_radius, penalty = zero, zero, zero
         if has_log_det:
-            probe = jax.random.rademacher(key_probe, (dim,), dtype=chain_state.position.dtype)
-            estimate = logdet.log_det_identity_minus(
-                probe,
-                num_terms,
-                functools.partial(residual_matvec, logdensity),
-                (precond, lax.stop_gradient(info.midpoint), context),
-                **roulette,
-            )
+            matvec = functools.partial(residual_matvec, logdensity)
+            matrix_params = (precond, lax.stop_gradient(info.midpoint), context)
+            if log_det == "exact" or (log_det == "auto" and dim <= EXACT_LOG_DET_MAX_DIM):  # dim is static
+                estimate = logdet.exact_log_det_identity_minus(matvec, matrix_params, dim)
+            else:
+                probe = jax.random.rademacher(key_probe, (dim,), dtype=chain_state.position.dtype)
+                estimate = logdet.log_det_identity_minus(probe, num_terms, matvec, matrix_params, **roulette)
             log_det_residual, spectral_radius = estimate.log_det, estimate.spectral_radius
             penalty = logdet.spectral_radius_penalty(spectral_radius, spectral_radius_threshold, penalty_strength)
         entropy = entropy + log_det_residual

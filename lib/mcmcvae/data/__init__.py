@@ -28,6 +28,9 @@ _NAMES = {
     "read_idx": "idx",
     "binarize_static": "binarize",
     "binarize_dynamic": "binarize",
+    "binarize_fixed": "fixed_binarization",
+    "load_fixed_binarization": "fixed_binarization",
+    "FIXED_BINARIZATION_SEEDS": "fixed_binarization",
     "FetchReport": "download",
     "fetch": "download",
 }

@@ -46,7 +46,8 @@ _TUNINGS = {
     "": {"step_size": 0.05},
     "ds": {"target_acceptance_rate": None, "restart_dual_averaging": False},
     "grad": {"preconditioner": "diagonal", "step_size": 0.05, "kernel_learning_rate": 1e-2,
-             "target_acceptance_rate": None, "stop_gradient_proposal_grad": False, "dual_averaged_step_size": False},
+             "target_acceptance_rate": None, "stop_gradient_proposal_grad": False, "dual_averaged_step_size": False,
+             "log_det": "auto"},
 }
 _KERNELS = {"mala": (kernels.mala, {}), "hmc": (kernels.hmc, {"num_integration_steps": 2})}
 
@@ -68,7 +69,8 @@ def _mcmc_builder(prefix: str, kernel_name: str) -> tuple[dict, Callable[..., MC
             tuner = adaptation.speed_measure(
                 module, preconditioner=o["preconditioner"], target_acceptance_rate=o["target_acceptance_rate"],
                 learning_rate=o["kernel_learning_rate"], initial_step_size=o["step_size"],
-                stop_gradient_proposal_grad=o["stop_gradient_proposal_grad"], **kernel_options)
+                stop_gradient_proposal_grad=o["stop_gradient_proposal_grad"], log_det=o["log_det"],
+                **kernel_options)
             if o["dual_averaged_step_size"]:
                 tuner = adaptation.with_dual_averaged_step_size(tuner)
         return MCMC(tuner, num_mcmc_steps=o["num_mcmc_steps"], learning_rate=o["learning_rate"],

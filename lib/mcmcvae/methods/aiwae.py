@@ -104,7 +104,16 @@ class AIWAE:
 
     Examples
     --------
+    >>> import jax, numpy as np
+    >>> import mcmcvae as mv
+    >>> model = mv.models.VAE(image_shape=(4, 4, 1), latent_dim=2, hidden_sizes=(8,))
+    >>> params = model.init(jax.random.key(0))
+    >>> images = (np.random.default_rng(0).random((6, 4, 4, 1)) < 0.5).astype(np.float32)
     >>> method = mv.methods.build("aiwae", num_samples=5, num_temperatures=11)
+    >>> state = method.init(jax.random.key(0), model, params)
+    >>> params, state, metrics = method.step(jax.random.key(1), model, params, state, images)
+    >>> bool(np.isfinite(metrics["loss"]))
+    True
     """
 
     num_samples: int = 5

@@ -211,9 +211,16 @@ class HVAE:
 
     Examples
     --------
+    >>> import jax, numpy as np
+    >>> import mcmcvae as mv
+    >>> model = mv.models.VAE(image_shape=(4, 4, 1), latent_dim=2, hidden_sizes=(8,))
+    >>> params = model.init(jax.random.key(0))
+    >>> images = (np.random.default_rng(0).random((6, 4, 4, 1)) < 0.5).astype(np.float32)
     >>> method = mv.methods.build("hvae", num_mcmc_steps=5, tempering="free")
     >>> state = method.init(jax.random.key(0), model, params)
     >>> params, state, metrics = method.step(jax.random.key(1), model, params, state, images)
+    >>> bool(np.isfinite(metrics["loss"]))
+    True
     """
 
     num_mcmc_steps: int = 10

@@ -287,7 +287,9 @@ class VCD(_HMCRefinement):
     control_variate_decay
         Decay of its moving average (0.9).
     control_variate_wait
-        Iterations with one global ``b`` before switching to one per data point (3000).
+        Iterations with one global ``b`` before switching to one per data point (3000, the paper's, out of its
+        400000). A shorter run should set it to a fraction of its iterations, or the per-point stage never starts;
+        the metric ``control_variate_per_point`` (1 or 0 per step) shows which stage each step used.
     num_data
         Training-set size; with it, and a :class:`mcmcvae.types.Batch` with indices given to :meth:`step` (as the
         trainer does), the per-point stage is used. Without either, ``b`` stays global.
@@ -320,6 +322,11 @@ class VCD(_HMCRefinement):
             return shared
         return jnp.where(cv_state["iteration"] >= self.control_variate_wait, cv_state["local"][indices], shared)
 
+    def _per_point_in_use(self, cv_state, indices):
+        """1.0 where this step's control variates are per point (past the wait, with indices and ``num_data``)."""
+        in_use = self.control_variate and indices is not None and self.num_data is not None
+        return jnp.where(in_use & (cv_state["iteration"] >= self.control_variate_wait), 1.0, 0.0)
+
     def _update_control_variate(self, cv_state, f, indices):
         decay = self.control_variate_decay
         new_global = decay * cv_state["global"] + (1 - decay) * jnp.mean(f)
@@ -347,4 +354,4 @@ class VCD(_HMCRefinement):
         params, state, metrics, (vcd, elbo, f) = self._common_step(rng_key, model, params, state, images, loss)
         state = {**state, "control_variate": self._update_control_variate(cv_state, f, indices)}
         return params, state, {"loss": vcd, "vcd": vcd, "elbo": elbo, "control_variate": jnp.mean(baseline),
-                               **metrics}
+                               "control_variate_per_point": self._per_point_in_use(cv_state, indices), **metrics}

@@ -1,0 +1,102 @@
+"""``seed-verdicts``: the verdicts of the committed results files, recomputed at seed level from their per-seed values.
+
+The results files written before :func:`mcmcvae.results.compare_seeds` existed drew their verdicts from mean
+values (and image-level standard errors, which leave the seed-to-seed spread out). Their JSON rows keep every
+seed's value, so this script reads them and states each claim's verdict from the paired differences across seeds
+and their 95% t interval: table1-loglik's criterion (by AIS, the estimator its code now decides by, and by
+importance sampling), table1-loglik-variant's comparisons of the variant, and table2-kid's claims. It trains and
+evaluates nothing; rerunning an experiment at a budget with more seeds (its own results file then carries these
+verdicts) supersedes this summary.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import mcmcvae as mv
+
+import common
+import table1_loglik
+import table2_kid
+
+DESCRIPTION = "seed-level verdicts recomputed from the committed results files' per-seed values (nothing trains)"
+NAME = "seed-verdicts"
+SOURCES = ("table1-loglik", "table1-loglik-variant", "table2-kid")
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
+
+
+def _rows(name: str, source_dir) -> list[dict]:
+    path = pathlib.Path(source_dir) / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python experiments/run.py {name} --budget cpu` first")
+    return json.loads(path.read_text())
+
+
+def verdict_rows(source_dir=RESULTS) -> tuple[list[dict], list[str]]:
+    """Result rows (metric ``verdict``) and the Markdown lines of every claim, from the files in ``source_dir``."""
+    rows, lines = [], []
+
+    def add(source, dataset, claim, comparison, estimator, **extra):
+        rows.append(mv.results.row(NAME, dataset, claim, "verdict", comparison.mean, None, comparison.num_seeds,
+                                   source=source, estimator=estimator, verdict=comparison.verdict,
+                                   comparison=comparison._asdict(), **extra))
+
+    table1 = _rows("table1-loglik", source_dir)
+    lines.append("## table1-loglik: the criterion, from the committed file's per-seed values\n")
+    for dataset in dict.fromkeys(r["dataset"] for r in table1 if r["value"] is not None):
+        for estimator in ("ais", "importance"):
+            result = table1_loglik.criterion(table1, dataset, estimator)
+            if result is None:
+                continue
+            label = {"ais": "AIS", "importance": "importance sampling"}[estimator]
+            lines.append(f"- **{dataset}, {label}: the criterion {result['verdict']}** over {result['num_seeds']} "
+                         "seeds; per speed-measure method: "
+                         + ", ".join(f"{m} {v}" for m, v in result["per_method"].items()) + ".")
+            for (m, r), c in result["comparisons"].items():
+                add("table1-loglik", dataset, f"{m} beats {r}", c, estimator)
+                lines.append(f"  - {mv.results.verdict_sentence(f'{m} beats {r}', c)}")
+    variant = _rows("table1-loglik-variant", source_dir)
+    lines.append("\n## table1-loglik-variant: gradhmc-lt-da (not one of the paper's methods)\n")
+    for estimator, metric in (("ais", "test_log_likelihood_ais"), ("importance", "test_log_likelihood")):
+        values = table1_loglik.per_seed_values(variant, "mnist", metric)
+        claims = [("gradhmc-lt-da", m) for m in (*table1_loglik.RIVALS, *table1_loglik.SPEED_MEASURE)]
+        found, sentences = common.seed_comparisons(values, claims)
+        for (a, b), c in found.items():
+            add("table1-loglik-variant", "mnist", f"{a} beats {b}", c, estimator)
+        label = {"ais": "AIS", "importance": "importance sampling"}[estimator]
+        lines += [f"- mnist, {label}: {s}" for s in sentences]
+    table2 = _rows("table2-kid", source_dir)
+    lines.append("\n## table2-kid: lower KID (the committed file's grey-against-binary KID)\n")
+    for dataset in dict.fromkeys(r["dataset"] for r in table2 if r["value"] is not None):
+        per_seed = {r["method"]: r["per_seed"] for r in table2
+                    if r["dataset"] == dataset and r["metric"] == "kid" and r["value"] is not None}
+        for (a, b), c in table2_kid.kid_comparisons(per_seed).items():
+            add("table2-kid", dataset, f"{a} has a lower KID than {b}", c, "kid")
+            lines.append(f"- {dataset}: " + mv.results.verdict_sentence(f"{a} has a lower KID than {b}", c,
+                                                                       unit="(KID x 1000)", scale=1000))
+    return rows, lines
+
+
+def run(*, quick: bool = False, out_dir=None):
+    """Recompute the verdicts from ``results/`` beside this folder (the same with ``quick``: nothing is costly)."""
+    rows, lines = verdict_rows()
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in mv.results.VERDICTS}
+    markdown = f"""# seed-verdicts: the committed results' verdicts at seed level
+
+Regenerate with `python experiments/run.py seed-verdicts` (reads `results/{{{','.join(SOURCES)}}}.json`; trains
+nothing). {'**Quick run** (the same computation).' if quick else ''}
+
+Each claim is tested on the per-seed values of the two methods, paired by seed (every method of a seed starts
+from that seed's pre-trained VAE), with the 95% t interval of the mean difference on n - 1 degrees of freedom
+(`mv.results.compare_seeds`): **holds** when the interval lies above 0, **fails** when below, **not resolved**
+when it contains 0. The files hold 3 seeds (2 degrees of freedom), so only large or steady differences resolve;
+their budgets and test images are as each file states (the first 1000 test images, AIS on the first 100; the
+code now uses random samples and 5 seeds). Of {len(rows)} comparisons: {counts['holds']} hold,
+{counts['fails']} fail, {counts['not resolved']} are not resolved.
+
+{chr(10).join(lines)}
+
+**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}.
+"""
+    return mv.results.write_results(NAME, rows, markdown, out_dir)
