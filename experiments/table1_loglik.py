@@ -20,7 +20,9 @@ not resolved otherwise. Every comparison is printed with its interval.
 Budgets: ``paper`` is the paper's schedule (MNIST 90 + 10 epochs at lr 1e-3, Fashion-MNIST 290 + 10 at lr 5e-3,
 S = 10000 on all 10000 test images) with 5 seeds (the paper: 3) and AIS on 1000 random test images; ``cpu`` cuts
 the schedule to 20 + 2 epochs, S = 1000 on 5000 random test images, AIS with 100 temperatures, 5 seeds;
-``quick`` is a smoke test. The results file states the fraction of the paper's budget it used.
+``quick`` is a smoke test; ``gpu-slice`` is MNIST at the paper's schedule with seeds 0-2 trained at once
+(``mv.train.fit_seeds``) for ``scripts/gpu.sh``, and ``gpu-dry-run`` its tiny CPU twin. The results file states the
+fraction of the paper's budget it used.
 
 A budget's ``mcmc_learning_rates`` overrides, per dataset, the learning rate of the MCMC phase (pre-training keeps
 the paper's). The ``cpu`` budget runs each dataset's MCMC phase at the rate that
@@ -106,6 +108,18 @@ BUDGETS = {
     "cpu-mnist-variant-10epochs": {**_VARIANT, "mcmc_epochs": 10,
                                    "methods": ("vae", "dsmala", "dshmc", "gradhmc-lt", "gradhmc-lt-da"),
                                    "results_name": "table1-loglik-variant-10epochs"},
+    # The paper's MNIST schedule (90 + 10 epochs, the nine methods, S = 10000 on all 10000 test images) for one
+    # GPU (scripts/gpu.sh): the seeds train at once as replicas of one vmapped epoch (mv.train.fit_seeds).
+    "gpu-slice": {"vae_epochs": 90, "mcmc_epochs": 10, "seeds": (0, 1, 2), "num_samples": 10_000,
+                  "train_size": None, "test_images": None, "datasets": ("mnist",),
+                  "ais_images": 100, "ais_temperatures": 100, "ais_chains": 16, "ais_step_size": 0.2,
+                  "ais_check_factor": 2, "seeds_at_once": True, "results_name": "table1-loglik-gpu-slice"},
+    # The same steps at a tiny size, for the CPU dry run of scripts/gpu.sh (tests/test_gpu_script.py).
+    "gpu-dry-run": {"vae_epochs": 1, "mcmc_epochs": 1, "seeds": (0, 1), "num_samples": 16,
+                    "train_size": 200, "test_images": 20, "datasets": ("mnist",),
+                    "ais_images": 4, "ais_temperatures": 3, "ais_chains": 2, "ais_step_size": 0.2,
+                    "ais_check_factor": 2, "methods": ("vae", "gradmala-diag"), "seeds_at_once": True,
+                    "results_name": "table1-loglik-gpu-dry-run"},
     # The smoke test covers each code path once (plain VAE, dual averaging with HMC, speed measure with a full C,
     # an MCMC learning rate other than pre-training's, two seeds for the seed comparison, random test samples and
     # the AIS check).
@@ -141,7 +155,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     budget_name = common.budget_name(BUDGETS, quick, budget)
     budget = BUDGETS[budget_name]
     runs = common.runs_dir(NAME, out_dir) / budget_name
-    figures = common.results_dir(out_dir) / "figures" / NAME
+    figures = common.results_dir(out_dir) / "figures" / budget.get("results_name", NAME)  # a budget with files of its own
     figures.mkdir(parents=True, exist_ok=True)
     rows, unavailable, values, per_image, checks = [], [], {}, {}, {}
     for dataset in budget["datasets"]:
@@ -161,6 +175,8 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
         lr = settings["learning_rate"]
         mcmc_lr = mcmc_learning_rate(budget, dataset)
         suffix = "" if mcmc_lr == lr else f"-mcmclr{mcmc_lr:g}"
+        if budget.get("seeds_at_once"):  # train every seed's runs as replicas first; the loop below restores them
+            _fit_seeds_at_once(budget_name, budget, dataset, model, train, lr, mcmc_lr, suffix, out_dir, quick)
         for seed in budget["seeds"]:
             pretrained, _, _ = mv.train.fit(model, [Phase(mv.methods.build("vae", learning_rate=lr), vae_epochs)],
                                             train, run_dir=runs / f"{dataset}-pretrain-seed{seed}", seed=seed,
@@ -208,6 +224,28 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                                                     result["comparisons"].items()}))
     markdown = _markdown(rows, budget_name, budget, unavailable, quick, per_image, checks)
     return mv.results.write_results(budget.get("results_name", NAME), rows, markdown, out_dir)
+
+
+def _fit_seeds_at_once(budget_name, budget, dataset, model, train, lr, mcmc_lr, suffix, out_dir, quick):
+    """Train the pre-training and every method's runs of all seeds with ``mv.train.fit_seeds`` (one vmapped epoch
+    for the seeds), into the run directories the per-seed loop of :func:`run` then restores and evaluates."""
+    from mcmcvae.train import Phase
+
+    seeds, runs = budget["seeds"], common.runs_dir(NAME, out_dir)
+    vae_epochs = budget["vae_epochs"] or DATASETS[dataset]["vae_epochs"]
+    pretrained = mv.train.fit_seeds(model, [Phase(mv.methods.build("vae", learning_rate=lr), vae_epochs)], train,
+                                    run_dirs=[runs / budget_name / f"{dataset}-pretrain-seed{s}" for s in seeds],
+                                    seeds=seeds, progress=not quick, extra_config={"dataset": dataset})
+    chosen = budget.get("methods")
+    for row_name, method_name, options in (*METHODS, *VARIANTS):
+        if (chosen is not None and row_name not in chosen) or (chosen is None and row_name in VARIANT_NAMES):
+            continue
+        method = mv.methods.build(method_name, **mv.methods.select_options(method_name, dict(
+            learning_rate=mcmc_lr, num_mcmc_steps=K, num_integration_steps=L, **options)))
+        mv.train.fit_seeds(model, [Phase(method, budget["mcmc_epochs"])], train,
+                           run_dirs=[runs / budget_name / f"{dataset}-{row_name}{suffix}-seed{s}" for s in seeds],
+                           seeds=seeds, params=[r.params for r in pretrained], progress=not quick,
+                           extra_config={"dataset": dataset})
 
 
 def mcmc_learning_rate(budget: dict, dataset: str) -> float:
@@ -429,5 +467,5 @@ importance sampling with S = {budget['num_samples']} on {common.sample_text(budg
 
 {chr(10).join(tables)}
 
-Figures (training curves of acceptance, beta, h and log|det C|; samples) are in `results/figures/{NAME}/`.
+Figures (training curves of acceptance, beta, h and log|det C|; samples) are in `results/figures/{budget.get('results_name', NAME)}/`.
 """

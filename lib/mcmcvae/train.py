@@ -9,8 +9,12 @@ Convolutional models on a CPU are the exception (``loop="auto"``): XLA:CPU runs 
 several times slower than the same convolutions outside one (jax-ml/jax#12868; a conv decoder's training step
 measured here: 7.3 s for two jitted steps against 37.7 s for a ``lax.scan`` of the same two), so there the epoch
 is a Python loop over one jitted step, with the same keys, batches and updates.
-With several local devices, each batch is sharded along its first axis with ``jax.sharding`` and parameters are
-replicated; with one device nothing changes. Python runs only between epochs: metrics to ``metrics.jsonl``, the
+With several devices, each batch is sharded along its first axis with ``jax.sharding`` over all the devices of
+all processes and parameters are replicated; with one device nothing changes. Under ``jax.distributed`` (several
+processes, e.g. one per host; :mod:`mcmcvae.distributed`) every process runs the same trainer on the same images
+and seed, XLA's collectives join the gradients, and only process 0 writes ``config.json``, ``metrics.jsonl``, the
+checksums and the lock, while every process takes part in Orbax's (collective) checkpoint saves and restores into
+the shared ``out_dir``. Python runs only between epochs: metrics to ``metrics.jsonl``, the
 progress bar, and an Orbax checkpoint.
 
 Randomness is a pure function of the seed and the position in the run (``fold_in`` of the phase and the epoch
@@ -60,7 +64,7 @@ from mcmcvae import models
 from mcmcvae.models import VAE, validate_images
 from mcmcvae.types import Batch
 
-__all__ = ["Phase", "Trainer", "train", "fit", "FitResult", "load_run", "read_metrics", "read_config",
+__all__ = ["Phase", "Trainer", "train", "fit", "fit_seeds", "FitResult", "load_run", "read_metrics", "read_config",
            "BINARIZATIONS", "LOOPS", "RunInUseError", "CheckpointWarning"]
 
 BINARIZATIONS = ("none", "static", "dynamic")
@@ -83,6 +87,18 @@ class Phase:
     num_epochs: int
 
 
+def _is_primary() -> bool:
+    """Whether this process writes a run's files: always on one machine, process 0 under ``jax.distributed``."""
+    return jax.process_index() == 0
+
+
+def _to_host(value) -> np.ndarray:
+    """A replicated array's value on this host (``np.asarray`` refuses arrays that span other processes)."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        return np.asarray(value.addressable_data(0))
+    return np.asarray(value)
+
+
 def _data_sharding():
     mesh = Mesh(np.array(jax.devices()), ("data",))
     return NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
@@ -98,7 +114,7 @@ class Trainer:
     phases
         The methods to run, in order, and their epoch counts.
     batch_size
-        Images per step; must be a multiple of the number of local devices.
+        Images per step (the global batch, over all processes); must be a multiple of the number of devices.
     seed
         Everything random in the run derives from it.
     binarize
@@ -144,9 +160,11 @@ class Trainer:
                 raise ValueError(f"phase {index} ({getattr(phase.method, 'name', phase.method)!r}) has num_epochs="
                                  f"{phase.num_epochs!r}; give a non-negative integer number of epochs")
             _check_learning_rates(phase.method)
-        num_devices = jax.local_device_count()
+        num_devices = jax.device_count()  # of all processes: the batch is sharded over every one
         if batch_size % num_devices:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of the {num_devices} local devices")
+            where = ("local devices" if jax.process_count() == 1 else
+                     f"devices of all {jax.process_count()} processes")
+            raise ValueError(f"batch_size {batch_size} must be a multiple of the {num_devices} {where}")
         self.model = model
         self.phases = list(phases)
         self.batch_size = int(batch_size)
@@ -174,9 +192,9 @@ class Trainer:
         }
 
     # -------------------------------------------------------------------------------------- hot path
-    def _epoch_fn(self, phase_index: int, num_images: int):
-        if phase_index in self._epoch_fns:
-            return self._epoch_fns[phase_index]
+    def _epoch_parts(self, phase_index: int, num_images: int):
+        """The pure functions of one phase's epoch: ``keys_and_order``, ``step`` and ``epoch(params, state, images,
+        rng_key) -> (params, state, metrics)``; :meth:`_epoch_fn` jits them, :func:`fit_seeds` vmaps ``epoch``."""
         model, method = self.model, self.phases[phase_index].method
         batch_size, binarize = self.batch_size, self.binarize
         num_batches = num_images // batch_size
@@ -211,6 +229,13 @@ class Trainer:
                                                              (jnp.arange(num_batches), order))
             return params, state, _epoch_metrics(metrics, taken)
 
+        return keys_and_order, step, epoch
+
+    def _epoch_fn(self, phase_index: int, num_images: int):
+        if phase_index in self._epoch_fns:
+            return self._epoch_fns[phase_index]
+        keys_and_order, step, epoch = self._epoch_parts(phase_index, num_images)
+        num_batches = num_images // self.batch_size
         if self.loop == "scan":
             fn = jax.jit(epoch, donate_argnums=(0, 1))
         else:
@@ -262,6 +287,44 @@ class Trainer:
         FloatingPointError
             Every update of an epoch was non-finite and skipped.
         """
+        images = self._check_images(images)
+        if self.out_dir is None:
+            if resume:
+                raise ValueError("resume=True needs an out_dir to resume from")
+            return self._train(images, params, None, 0, 0, None)
+
+        created = not self.out_dir.exists()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        primary = _is_primary()  # under jax.distributed only process 0 writes files other than checkpoints
+        lock = _RunLock(self.out_dir) if primary else None
+        ckpt, saved, started = None, [], False
+        try:
+            ckpt = _Checkpoints(self.out_dir)
+            start_phase, start_epoch, state = 0, 0, None
+            if resume:
+                start_phase, start_epoch, params, state = self._resume(ckpt)
+            else:
+                if ckpt.steps():
+                    raise ValueError(f"{self.out_dir} already holds checkpoints of a run; pass --resume "
+                                     "(resume=True) to continue it, or choose a new output directory")
+                started = True  # from here on the directory's files are this run's
+                if primary:
+                    (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)  # rows of a run killed before a save
+            if primary:
+                _write_atomic(self.out_dir / "config.json", json.dumps(self.config(), indent=2, default=str))
+            return self._train(images, params, state, start_phase, start_epoch, ckpt, saved)
+        except Exception:
+            if primary and (started or created) and not saved:  # a fresh run that failed before a checkpoint
+                _remove_fresh_run(self.out_dir, created, own_files=started)  # leaves nothing
+            raise
+        finally:
+            if ckpt is not None:
+                ckpt.close()
+            if lock is not None:
+                lock.release()
+
+    def _check_images(self, images) -> np.ndarray:
+        """The training images as float32, checked against the model, the batch size and the methods."""
         images = _host_images(images)
         if self.binarize == "dynamic":  # grey pixels become Bernoulli draws: only shape and range are checked
             validate_images(images, self.model.image_shape, None)
@@ -276,36 +339,7 @@ class Trainer:
                 raise ValueError(f"method {phase.method.name!r} keeps per-image state for num_data="
                                  f"{phase.method.num_data} training images but is given {images.shape[0]}; build it "
                                  f"with num_data={images.shape[0]}")
-        if self.out_dir is None:
-            if resume:
-                raise ValueError("resume=True needs an out_dir to resume from")
-            return self._train(images, params, None, 0, 0, None)
-
-        created = not self.out_dir.exists()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        lock = _RunLock(self.out_dir)
-        ckpt, saved, started = None, [], False
-        try:
-            ckpt = _Checkpoints(self.out_dir)
-            start_phase, start_epoch, state = 0, 0, None
-            if resume:
-                start_phase, start_epoch, params, state = self._resume(ckpt)
-            else:
-                if ckpt.steps():
-                    raise ValueError(f"{self.out_dir} already holds checkpoints of a run; pass --resume "
-                                     "(resume=True) to continue it, or choose a new output directory")
-                started = True  # from here on the directory's files are this run's
-                (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)  # rows of a run killed before a checkpoint
-            _write_atomic(self.out_dir / "config.json", json.dumps(self.config(), indent=2, default=str))
-            return self._train(images, params, state, start_phase, start_epoch, ckpt, saved)
-        except Exception:
-            if (started or created) and not saved:  # a fresh run that failed before a checkpoint leaves nothing
-                _remove_fresh_run(self.out_dir, created, own_files=started)
-            raise
-        finally:
-            if ckpt is not None:
-                ckpt.close()
-            lock.release()
+        return images
 
     def _resume(self, ckpt):
         """Check the stored configuration, restore the newest intact checkpoint, cut metrics back to it."""
@@ -339,7 +373,8 @@ class Trainer:
             raise ValueError(f"cannot resume {self.out_dir}: its checkpoint is at epoch {start_epoch} of phase "
                              f"{start_phase} ({self.phases[start_phase].method.name}), beyond the "
                              f"{self.phases[start_phase].num_epochs} epochs requested; ask for at least {start_epoch}")
-        _truncate_metrics(self.out_dir, meta["step"])
+        if _is_primary():
+            _truncate_metrics(self.out_dir, meta["step"])
         return start_phase, start_epoch, params, state
 
     def _train(self, images, params, state, start_phase, start_epoch, ckpt, saved=None):
@@ -367,7 +402,7 @@ class Trainer:
                     tic = time.perf_counter()
                     key = jax.random.fold_in(self._phase_key(phase_index), epoch)
                     params, state, metrics = epoch_fn(params, state, device_images, key)
-                    metrics = {k: float(v) for k, v in metrics.items()}  # one host sync per epoch
+                    metrics = {k: float(_to_host(v)) for k, v in metrics.items()}  # one host sync per epoch
                     metrics["nonfinite_updates"] = int(metrics["nonfinite_updates"])
                     if metrics["nonfinite_updates"] == num_batches:
                         raise FloatingPointError(
@@ -383,9 +418,10 @@ class Trainer:
                     if ckpt is not None:
                         # Row first, then checkpoint and checksum: a kill in between leaves a row beyond the newest
                         # intact checkpoint, which resuming removes before it trains that epoch again.
-                        with open(self.out_dir / "metrics.jsonl", "a") as f:
-                            f.write(json.dumps(row) + "\n")
-                        ckpt.save(done_epochs, params, state, phase=phase_index, epoch=epoch + 1)
+                        if _is_primary():
+                            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                                f.write(json.dumps(row) + "\n")
+                        ckpt.save(done_epochs, params, state, phase=phase_index, epoch=epoch + 1)  # every process
                         saved.append(done_epochs)
                     bar.update(row)
         finally:
@@ -432,6 +468,8 @@ class _Checkpoints:
             meta=ocp.args.JsonSave({"phase": phase, "epoch": epoch}),
         ))
         self.manager.wait_until_finished()
+        if not _is_primary():  # the checksums are process 0's to write, once every process has saved
+            return
         kept = {str(s) for s in self.manager.all_steps()}
         checksums = {k: v for k, v in self._checksums().items() if k in kept}
         checksums[str(step)] = _digest(self.directory / str(step))
@@ -834,3 +872,187 @@ def fit(model, phases: Sequence[Phase], images, *, run_dir, seed: int, batch_siz
     params, state = trainer.run(images, resume=resume, params=None if resume else params)
     seconds = {row["global_epoch"]: row["seconds"] for row in read_metrics(run_dir)}  # an epoch redone counts once
     return FitResult(params, state, float(sum(seconds.values())))
+
+
+# ---------------------------------------------------------------------------------------------- replicas
+def fit_seeds(model, phases: Sequence[Phase], images, *, run_dirs: Sequence, seeds: Sequence[int],
+              batch_size: int = 100, binarize: str = "static", params: Sequence | None = None, progress: bool = True,
+              extra_config: dict | None = None) -> list[FitResult]:
+    """Train one configuration under several seeds at once: the seeds' runs are replicas along a leading axis of
+    the parameters, states and keys, and each phase's epoch is one jitted ``vmap`` of the single-run epoch.
+
+    Each replica is exactly the run :func:`fit` would make with its own seed (its data order, binarisation and
+    keys are those of that seed), and it is written to its own ``run_dirs[i]`` as :func:`fit` writes it: the same
+    ``config.json``, ``metrics.jsonl`` and checkpoints, so every seed is evaluated, restored (:func:`load_run`)
+    or resumed (by :func:`fit` or by this function) as a normal run. A seed study then costs one compilation per
+    phase and, on an accelerator with room to spare, about the time of one run. Results equal those of separate
+    runs up to floating-point reduction order (a batched matrix product may sum in another order than one
+    product), not bit for bit.
+
+    Runs already finished are restored, not retrained; the others must stand at the same epoch (all fresh, or
+    all resumed from checkpoints of the same epoch), since replicas advance together.
+    The epochs run as one ``lax.scan`` whatever the model (a convolutional model on a CPU, which :class:`Trainer`
+    runs as a Python loop, is slower here). A metrics row's ``seconds`` is the wall time of the joint epoch and its
+    ``replicas`` the number of seeds that shared it.
+
+    Parameters
+    ----------
+    model, phases, images, batch_size, binarize, progress, extra_config
+        As for :func:`fit`.
+    run_dirs
+        One run folder per seed, all different.
+    seeds
+        The seeds, all different integers.
+    params
+        ``None``, or one parameter tree per seed that the first phase starts from (e.g. each seed's pre-trained
+        VAE); unused for runs that resume.
+
+    Returns
+    -------
+    list of FitResult
+        One per seed, in the order of ``seeds``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> import mcmcvae as mv
+    >>> images = (np.random.default_rng(0).random((40, 4, 4, 1)) < 0.5).astype(np.float32)
+    >>> model = mv.models.VAE(image_shape=(4, 4, 1), latent_dim=2, hidden_sizes=(8,))
+    >>> phases = [mv.train.Phase(mv.methods.build("vae"), 2)]
+    >>> root = tempfile.mkdtemp()
+    >>> results = mv.train.fit_seeds(model, phases, images, run_dirs=[f"{root}/seed0", f"{root}/seed1"],
+    ...                              seeds=[0, 1], batch_size=20, progress=False)
+    >>> [mv.train.read_config(f"{root}/seed{s}")["seed"] for s in (0, 1)], len(results)
+    ([0, 1], 2)
+    """
+    seeds = list(seeds)
+    run_dirs = [pathlib.Path(d) for d in run_dirs]
+    if jax.process_count() > 1:
+        raise NotImplementedError("fit_seeds runs in one process; under jax.distributed train each seed with "
+                                  "mv.train.fit (every process writes only through process 0 there)")
+    if not seeds:
+        raise ValueError("fit_seeds needs at least one seed")
+    if len(run_dirs) != len(seeds):
+        raise ValueError(f"{len(seeds)} seeds but {len(run_dirs)} run_dirs; give one run directory per seed")
+    if len(set(seeds)) != len(seeds) or len({d.absolute() for d in run_dirs}) != len(run_dirs):
+        raise ValueError(f"seeds {seeds} and run_dirs must each be all different (a repeated seed is the same run)")
+    if params is not None and len(params) != len(seeds):
+        raise ValueError(f"params holds {len(params)} trees for {len(seeds)} seeds; give one per seed (or None)")
+    trainers = [Trainer(model, phases, batch_size=batch_size, seed=seed, binarize=binarize, out_dir=run_dir,
+                        progress=False, extra_config=extra_config, loop="scan")
+                for seed, run_dir in zip(seeds, run_dirs)]
+    images = trainers[0]._check_images(images)
+    total = sum(p.num_epochs for p in trainers[0].phases)
+    opened = []  # (trainer, created, lock, ckpt, started, saved) of each run directory
+    try:
+        starts = []
+        for index, trainer in enumerate(trainers):
+            created = not trainer.out_dir.exists()
+            trainer.out_dir.mkdir(parents=True, exist_ok=True)
+            lock = _RunLock(trainer.out_dir)
+            entry = [trainer, created, lock, None, False, []]
+            opened.append(entry)
+            entry[3] = ckpt = _Checkpoints(trainer.out_dir)
+            if ckpt.steps():
+                phase, epoch, run_params, state = trainer._resume(ckpt)
+            else:
+                phase, epoch, run_params, state = 0, 0, None if params is None else params[index], None
+                entry[4] = True
+                (trainer.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+            _write_atomic(trainer.out_dir / "config.json", json.dumps(trainer.config(), indent=2, default=str))
+            done = sum(p.num_epochs for p in trainer.phases[:phase]) + epoch
+            starts.append((done, phase, epoch, run_params, state))
+        pending = [i for i, start in enumerate(starts) if start[0] < total]
+        if len({starts[i][0] for i in pending}) > 1:
+            where = ", ".join(f"seed {seeds[i]} at epoch {starts[i][0]}" for i in pending)
+            raise ValueError(f"the unfinished runs stand at different epochs ({where}); replicas advance together. "
+                             "Continue each with mv.train.fit until they meet, or start the lagging ones afresh")
+        out = {i: (starts[i][3], starts[i][4]) for i in range(len(seeds)) if i not in pending}
+        if pending:
+            _, phase, epoch, _, _ = starts[pending[0]]
+            trained = _train_replicas([trainers[i] for i in pending], images, [starts[i][3] for i in pending],
+                                      [starts[i][4] for i in pending], phase, epoch,
+                                      [opened[i][3] for i in pending], [opened[i][5] for i in pending], progress)
+            out.update(zip(pending, trained))
+    except Exception:
+        for trainer, created, _, _, started, saved in opened:
+            if (started or created) and not saved:
+                _remove_fresh_run(trainer.out_dir, created, own_files=started)
+        raise
+    finally:
+        for _, _, lock, ckpt, _, _ in opened:
+            if ckpt is not None:
+                ckpt.close()
+            lock.release()
+    results = []
+    for index, run_dir in enumerate(run_dirs):
+        seconds = {row["global_epoch"]: row["seconds"] for row in read_metrics(run_dir)}
+        results.append(FitResult(*out[index], float(sum(seconds.values()))))
+    return results
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _unstack(tree, index: int):
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
+
+
+def _train_replicas(trainers, images, params, states, start_phase, start_epoch, ckpts, saved, progress):
+    """The epochs of :func:`fit_seeds` for replicas standing at the same epoch; returns ``[(params, state)]``."""
+    lead, count = trainers[0], len(trainers)
+    _, replicated = _data_sharding()
+    device_images = jax.device_put(images, replicated)
+    params = _stack([t.init() if p is None else jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), p)
+                     for t, p in zip(trainers, params)])
+    state = None if any(s is None for s in states) else _stack(states)
+    total_epochs = sum(p.num_epochs for p in lead.phases)
+    done_epochs = sum(p.num_epochs for p in lead.phases[:start_phase]) + start_epoch
+    num_batches = images.shape[0] // lead.batch_size
+    bar = _progress(total_epochs, done_epochs, progress)
+    try:
+        for phase_index in range(start_phase, len(lead.phases)):
+            phase = lead.phases[phase_index]
+            first_epoch = start_epoch if phase_index == start_phase else 0
+            if state is None or phase_index != start_phase:
+                state = _stack([t.init_phase_state(phase_index, _unstack(params, i)) for i, t in enumerate(trainers)])
+            if phase_index not in lead._epoch_fns:  # one vmapped epoch per phase, traced once for every replica
+                _, _, epoch_body = lead._epoch_parts(phase_index, images.shape[0])
+                lead._epoch_fns[phase_index] = jax.jit(jax.vmap(epoch_body, in_axes=(0, 0, None, 0)),
+                                                       donate_argnums=(0, 1))
+            epoch_fn = lead._epoch_fns[phase_index]
+            params, state = jax.device_put((params, state), replicated)
+            for epoch in range(first_epoch, phase.num_epochs):
+                tic = time.perf_counter()
+                keys = jnp.stack([jax.random.fold_in(t._phase_key(phase_index), epoch) for t in trainers])
+                params, state, metrics = epoch_fn(params, state, device_images, keys)
+                metrics = jax.tree_util.tree_map(np.asarray, metrics)  # one host sync per epoch
+                seconds = time.perf_counter() - tic
+                done_epochs += 1
+                for i, trainer in enumerate(trainers):
+                    row_metrics = {k: float(v[i]) for k, v in metrics.items()}
+                    row_metrics["nonfinite_updates"] = int(row_metrics["nonfinite_updates"])
+                    if row_metrics["nonfinite_updates"] == num_batches:
+                        raise FloatingPointError(
+                            f"every one of the {num_batches} updates of epoch {epoch + 1} of phase {phase_index} "
+                            f"({phase.method.name}) of seed {trainer.seed} was non-finite and skipped, so training "
+                            "cannot progress; lower the learning rate (--learning-rate) or check the data and the "
+                            "model. The last checkpoints hold the parameters before this epoch")
+                for i, trainer in enumerate(trainers):
+                    row = {"phase": phase_index, "method": phase.method.name, "epoch": epoch + 1,
+                           "global_epoch": done_epochs,
+                           **{k: float(v[i]) for k, v in metrics.items()},
+                           "nonfinite_updates": int(metrics["nonfinite_updates"][i]), "seconds": seconds,
+                           "images_per_second": num_batches * lead.batch_size / seconds, "replicas": count}
+                    with open(trainer.out_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    ckpts[i].save(done_epochs, _unstack(params, i), _unstack(state, i), phase=phase_index,
+                                  epoch=epoch + 1)
+                    saved[i].append(done_epochs)
+                    if i == 0:
+                        bar.update(row)
+    finally:
+        bar.close()
+    return [(_unstack(params, i), _unstack(state, i)) for i in range(count)]
