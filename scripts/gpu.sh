@@ -116,7 +116,8 @@ fi
 step tests 120 "$PY" -m pytest -q -x -m "not slow" -p no:cacheprovider $TESTS
 
 BENCH_OUT=$(mktemp -d)
-if "$PY" experiments/run.py list 2>/dev/null | grep -q '^benchmark '; then
+EXPERIMENTS=$("$PY" experiments/run.py list 2>/dev/null)  # read whole: grep -q would close the pipe early
+if grep -q '^benchmark ' <<< "$EXPERIMENTS"; then
     if step benchmark 150 "$PY" experiments/run.py benchmark "${BENCH[@]}" --out "$BENCH_OUT"; then
         for ext in json md; do cp "$BENCH_OUT/benchmark.$ext" "$OUT/benchmark-gpu.$ext"; done
     fi
