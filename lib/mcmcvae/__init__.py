@@ -11,7 +11,8 @@
 - ``mv.train``: the one training loop every method shares, and ``mv.train.fit``, a resumable run in a folder;
 - ``mv.evaluate``: importance-sampling and AIS log-likelihoods, KID;
 - ``mv.hierarchical``: top-down hierarchical VAEs, linear ones with exact posteriors;
-- ``mv.results``: result rows, the results files, cached evaluations, machine and revision stamps for scripts.
+- ``mv.results``: result rows, the results files, cached evaluations, machine and revision stamps for scripts;
+- ``mv.distributed``: multi-process data-parallel training with ``jax.distributed``.
 
 The reproductions are research scripts outside the library, in the repository's ``experiments/`` folder.
 """
@@ -21,7 +22,7 @@ from importlib import import_module as _import_module
 __version__ = "0.1.0.dev0"
 
 _SUBMODULES = ("data", "nets", "models", "kernels", "adaptation", "methods", "train", "evaluate", "hierarchical",
-               "results")
+               "results", "distributed")
 
 
 def __getattr__(name):  # PEP 562: sub-packages load on first use, keeping `import mcmcvae` cheap.
