@@ -107,3 +107,26 @@ def check_compatible(position: Array, preconditioner, caller: str) -> None:
             f"{caller}: preconditioner.log_step_size must be a scalar, got shape "
             f"{jnp.shape(preconditioner.log_step_size)}"
         )
+
+
+def sampling_algorithm(module_name: str, init, kernel, logdensity_fn, preconditioner):
+    """``blackjax.base.SamplingAlgorithm(init, step)`` of a built ``kernel`` bound to ``logdensity_fn`` and
+    ``preconditioner``: the body of every kernel module's ``as_top_level_api``."""
+    import blackjax.base  # deferred: the kernels themselves need only JAX
+
+    from mcmcvae.kernels.preconditioner import Preconditioner
+
+    if not isinstance(preconditioner, Preconditioner):
+        raise TypeError(
+            f"{module_name}.as_top_level_api: preconditioner must be a mcmcvae.kernels.Preconditioner, got "
+            f"{type(preconditioner).__name__}; build one with Preconditioner.diagonal or .lower_triangular"
+        )
+
+    def init_fn(position: Array, rng_key: PRNGKey | None = None):
+        del rng_key  # the state is deterministic
+        return init(position, logdensity_fn)
+
+    def step_fn(rng_key: PRNGKey, state):
+        return kernel(rng_key, state, logdensity_fn, preconditioner)
+
+    return blackjax.base.SamplingAlgorithm(init_fn, step_fn)

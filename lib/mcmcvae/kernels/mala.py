@@ -34,7 +34,7 @@ from mcmcvae.kernels import _metropolis
 from mcmcvae.kernels.preconditioner import Preconditioner
 from mcmcvae.types import Array, LogDensityFn, PRNGKey
 
-__all__ = ["State", "Info", "init", "build_kernel", "DEFAULT_TARGET_ACCEPTANCE_RATE", "proposal_entropy"]
+__all__ = ["State", "Info", "init", "build_kernel", "DEFAULT_TARGET_ACCEPTANCE_RATE", "proposal_entropy", "as_top_level_api"]
 
 
 # Both kernels carry the same minimal state and start it the same way.
@@ -225,23 +225,5 @@ def as_top_level_api(
     >>> history[0].position.shape
     (100, 2)
     """
-    import blackjax.base  # deferred: the kernels themselves need only JAX
-
-    if not isinstance(preconditioner, Preconditioner):
-        raise TypeError(
-            f"mala.as_top_level_api: preconditioner must be a mcmcvae.kernels.Preconditioner, got "
-            f"{type(preconditioner).__name__}; build one with Preconditioner.diagonal or .lower_triangular"
-        )
     kernel = build_kernel(stop_gradient_proposal_grad=stop_gradient_proposal_grad)
-
-    def init_fn(position: Array, rng_key: PRNGKey | None = None) -> State:
-        del rng_key  # the state is deterministic
-        return init(position, logdensity_fn)
-
-    def step_fn(rng_key: PRNGKey, state: State) -> tuple[State, Info]:
-        return kernel(rng_key, state, logdensity_fn, preconditioner)
-
-    return blackjax.base.SamplingAlgorithm(init_fn, step_fn)
-
-
-__all__.append("as_top_level_api")
+    return _metropolis.sampling_algorithm("mala", init, kernel, logdensity_fn, preconditioner)
