@@ -17,9 +17,9 @@ runs (dense window adaptation, chains whose adaptation failed left out and count
 eight schools, cached under ``runs/posteriors/``.
 
 Samplers, all with the same number of chains from the same starting positions: ours, tuned by
-``mv.adaptation.speed_measure`` (lower-triangular C, from its default start and from
-``mv.adaptation.find_reasonable_step_size``) or by ``mv.adaptation.dual_averaging`` (C = I), then sampled with the
-tuned kernel held fixed; BlackJAX NUTS and HMC/MALA (MALA is BlackJAX's HMC with L = 1, which proposes what MALA
+``mv.adaptation.speed_measure`` (lower-triangular C, from its default start, which ``run`` searches on the target,
+and from ``mv.adaptation.find_reasonable_step_size``) or by ``mv.adaptation.dual_averaging`` (C = I), then sampled
+with the tuned kernel held fixed; BlackJAX NUTS and HMC/MALA (MALA is BlackJAX's HMC with L = 1, which proposes what MALA
 proposes, since ``blackjax.mala`` takes no mass matrix) after per-chain dense ``window_adaptation``; ChEES-HMC (with
 its diagonal mass matrix estimate) and MEADS, BlackJAX's many-chain adaptations; HMC with the oracle dense mass
 matrix (``C`` the Cholesky factor of the reference covariance; h by dual averaging). Fixed-L samplers get the same
@@ -396,10 +396,11 @@ def build_sampler(name: str, mean, covariance) -> Callable:
 
 
 SAMPLER_NOTES = {
-    "sm-mala": "ours: speed-measure MALA, lower-triangular C, default start (h = 0.1, C = I)",
-    "sm-hmc": f"ours: speed-measure HMC (L = {NUM_INTEGRATION_STEPS}), lower-triangular C, default start",
-    "sm-mala-searched": "ours: sm-mala started from find_reasonable_step_size",
-    "sm-hmc-searched": "ours: sm-hmc started from find_reasonable_step_size",
+    "sm-mala": "ours: speed-measure MALA, lower-triangular C, default settings (run searches the start h, C = I)",
+    "sm-hmc": f"ours: speed-measure HMC (L = {NUM_INTEGRATION_STEPS}), lower-triangular C, default settings",
+    "sm-mala-searched": "ours: sm-mala given a start h found by find_reasonable_step_size beforehand (the search "
+                        "run itself does by default, with other keys)",
+    "sm-hmc-searched": "ours: sm-hmc given a start h found by find_reasonable_step_size beforehand",
     "sm-hmc-da-step": "ours: sm-hmc moving with a dual-averaged multiple of h (with_dual_averaged_step_size)",
     "da-mala": "ours: dual-averaged MALA, C = I",
     "da-hmc": f"ours: dual-averaged HMC (L = {NUM_INTEGRATION_STEPS}), C = I",
