@@ -70,15 +70,15 @@ def test_nonlinear_hvae_budgets_cut_only_what_they_say(tmp_path):
 
 
 def test_nonlinear_hvae_results_say_which_cases_are_still_to_run():
-    """The results file written after an unfinished case list names the missing cases as partial."""
+    """The results file written after an unfinished case list names the missing cases as partial; AIS, the
+    verdicts' estimator, stands beside importance sampling on the same images."""
     nonlinear_hvae = runner.load("nonlinear-hvae")
 
-    rows = [{"dataset": "mnist", "num_layers": 2, "method": "vae", "metric": m, "value": v, "standard_error": 0.5,
-             "latent_sizes": [5, 10], "kid_std": 0.001, "num_generated": 10, "num_reference": 10, "resize_to": 75,
-             "num_subsets": 5, "subset_size": 10, "num_images": 20, "importance_on_same_images": -81.5}
+    rows = [{"dataset": "mnist", "num_layers": 2, "method": "vae", "metric": m, "value": v, "std": 0.5,
+             "num_seeds": 2, "latent_sizes": [5, 10], "num_generated": 10, "num_reference": 10, "resize_to": 75,
+             "num_subsets": 5, "subset_size": 10, "num_images": 20, "importance_on_same_images": [-81.5, -81.5]}
             for m, v in (("test_log_likelihood", -80.0), ("test_log_likelihood_ais", -79.25), ("kid", 0.1))]
-    partial = nonlinear_hvae._markdown(rows, "cpu", 1.0, pending=[("fashion_mnist", 2)])
+    partial = nonlinear_hvae._markdown(rows, [], "cpu", 1.0, pending=[("fashion_mnist", 2)])
     assert "**Partial" in partial and "fashion_mnist with 2 layers" in partial and "-80.00" in partial
-    # AIS beside importance sampling on the same images, both named by how many images they cover
-    assert "| -80.00 +- 0.50 |  | -81.50 | -79.25 |  |" in partial and "AIS, first 20 |" in partial
-    assert "Partial" not in nonlinear_hvae._markdown(rows, "cpu", 1.0)
+    assert "| -79.25 +- 0.50 | -81.50 | -80.00 +- 0.50 |" in partial and "AIS on 20 (verdict)" in partial
+    assert "Partial" not in nonlinear_hvae._markdown(rows, [], "cpu", 1.0)
