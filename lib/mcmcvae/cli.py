@@ -22,26 +22,24 @@ AMORTISED = ("vae", "iwae", "hvae", "aiwae")
 from mcmcvae.data.datasets import LINEAR_HVAE  # the synthetic dataset, with its own (linear hierarchical) model
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a bad value is a usage error, before any file is read or written)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _integer_at_least(minimum: int, words: str):
+    """argparse type: an integer >= ``minimum`` (a bad value is a usage error, before any file is read or
+    written)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {words} integer, got {text!r}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+_positive_int = _integer_at_least(1, "positive")
+_count = _integer_at_least(0, "non-negative")
 
 
 def _positive_float(text: str) -> float:
