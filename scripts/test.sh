@@ -9,4 +9,6 @@ bash scripts/setup.sh
 # torch's own forward pass runs too (it is skipped, with its reason printed, when torch is absent).
 python -m pip install -q "torch==2.13.0" 2>/dev/null || echo "torch 2.13.0 not installable here: the Inception-vs-torch comparison will be skipped"
 mcmcvae data fetch mnist fashion_mnist
-python -m pytest "$@"
+# pytest-xdist runs the tests in one process per core (most of a test's time is single-threaded XLA compilation);
+# MCMCVAE_TEST_WORKERS=0 runs them in this process (e.g. for pdb).
+python -m pytest -n "${MCMCVAE_TEST_WORKERS:-auto}" "$@"
