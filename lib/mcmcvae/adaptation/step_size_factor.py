@@ -14,8 +14,8 @@ this wrapper the speed measure chooses the shape of ``C`` and dual averaging the
 
 Every move, adapting or sampling, uses a jittered step ``s h u`` with ``u ~ Uniform(0.5, 1.5)`` per chain
 (``step_size_jitter=0.5``): with ``L`` fixed, the step dual averaging settles on can make ``L`` leapfrog steps turn a
-whitened direction through a whole number of turns, where HMC is periodic and does not mix (measured on the
-posteriors benchmark's 5-d Gaussian: R-hat 1.5, 14 effective draws of 3200, without the jitter).
+whitened direction through a whole number of turns, where HMC is periodic and does not mix (on the posteriors
+benchmark's 5-d Gaussian without the jitter, R-hat 1.5: ``tests/adaptation/test_speed_measure.py``).
 
 While the inner tuner reports ``info.is_adapting`` (the speed measure's ``num_adaptation_steps``), ``s`` adapts with
 it and moves with its iterate; once frozen, ``s`` stays and the chains move with ``s-bar``.
@@ -91,8 +91,8 @@ def with_dual_averaged_step_size(inner, *, step_size_jitter: float = 0.5, t0: in
     step_size_jitter
         Each move's step is ``s h u``, ``u ~ Uniform(1 - step_size_jitter, 1 + step_size_jitter)`` per chain and
         transition (:func:`mcmcvae.adaptation.dual_averaging.jitter_step_size`), in adaptation and in ``sample``;
-        0 moves with ``s h`` itself. The default 0.5 was the best of 0, 0.2, 0.5 and 0.8 on the posteriors
-        benchmark's targets (0.8 diverged on the 5-d Gaussian; 0 and 0.2 mixed slower).
+        0 moves with ``s h`` itself (and can be periodic: see above and
+        ``tests/adaptation/test_speed_measure.py``).
     t0, gamma, kappa
         BlackJAX's dual-averaging constants for ``log s``.
 
