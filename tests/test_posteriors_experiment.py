@@ -87,9 +87,9 @@ def test_quick_budget(tmp_path):
     values = {(row["dataset"], row["method"], row["metric"]): row["value"] for row in rows}
     for sampler in budget["samplers"]:
         # Every sampler's draws match the closed form within the bar or their own Monte Carlo error.
-        metrics = {m: values[("gaussian-5d", sampler, m)] for m in ("mean_error", "sd_error", "min_ess", "finite")}
+        metrics = {m: values[("gaussian-5d", sampler, m)] for m in ("mean_error", "sd_error", "mean_error_z",
+                                                                      "sd_error_z", "min_ess", "finite", "max_rhat")}
         assert metrics["finite"] == 1.0
-        metrics["max_rhat"] = values[("gaussian-5d", sampler, "max_rhat")]
         assert module.verdict(metrics) in ("correct", "within MC error"), (sampler, metrics)
         assert metrics["min_ess"] > 50, (sampler, metrics)
         assert values[("gaussian-5d", sampler, "min_ess_per_gradient")] > 0
