@@ -374,7 +374,8 @@ def _meads(rng_key, target, budget, positions):
     _, (draws, info) = jax.lax.scan(one_step, states, jax.random.split(key_sample, num_samples))
     divergent = getattr(info, "is_divergent", jnp.zeros_like(info.acceptance_rate, bool))
     return Draws(draws, info.acceptance_rate, divergent, jnp.asarray(num_samples * positions.shape[0]),
-                 jnp.asarray(budget["warmup_gradients"] * positions.shape[0]), jnp.diag(params["momentum_inverse_scale"]))
+                 jnp.asarray(budget["warmup_gradients"] * positions.shape[0]),
+                 jnp.diag(params["momentum_inverse_scale"]))
 
 
 def _oracle(rng_key, target, budget, positions, *, mean, covariance):
