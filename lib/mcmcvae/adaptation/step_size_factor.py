@@ -62,7 +62,8 @@ class DualAveragedStepSize(NamedTuple):
     ``step_size`` those of the move at ``s h``; ``diagnostics`` adds ``step_size_factor`` (``s-bar``) to the inner
     tuner's and reports the tuned ``s-bar h``. ``inner`` is the wrapped tuner. ``run`` starts as ``inner.run`` would
     (a searched step size when ``inner`` was built with ``initial_step_size=None``) and ``sample`` draws with the
-    tuned ``(s-bar h, C)`` (:mod:`mcmcvae.adaptation.base`).
+    tuned ``(s-bar h, C)`` (:mod:`mcmcvae.adaptation.base`), through ``kernel``: ``inner``'s kernel with the step
+    jittered (``step_size_jitter``).
     """
 
     init: Callable
