@@ -1,14 +1,16 @@
 """``posteriors``: our tuned MALA/HMC against BlackJAX's samplers on real posteriors and hard geometries.
 
-Targets (flat float32 positions; data that ship inside installed packages, nothing downloaded):
+Targets (flat float32 positions; data that ship inside an installed package, scikit-learn, the optional dependency
+``.[bench]``; nothing downloaded):
 
 - ``gaussian-5d``: an easy correlated Gaussian (condition number 10), the smoke test;
 - ``gaussian-100d``: ``N(0, Q diag(geomspace(1e-2, 1e2)) Q^T)``, condition number 1e4, random rotation ``Q``;
-- ``logistic-goog``: Bayesian logistic regression of whether Google's stock closes up on a day (matplotlib's
-  ``goog.npz``, 2004-2008) on the previous two days' returns, log volume and range, standardised, prior N(0, 2.5^2);
-- ``linear-goog-raw``: a badly scaled linear regression on the same data with raw covariates: the daily range
-  (dollars) on an intercept, the opening price (dollars) and the volume (shares), the noise sd fixed at the least-
-  squares residual sd and a flat prior, so the posterior is Gaussian (marginal sds 0.66, 1.2e-3 and 3.4e-8);
+- ``logistic-breast-cancer``: Bayesian logistic regression of the Wisconsin breast cancer diagnoses (scikit-learn's
+  ``load_breast_cancer``, 569 cases) on the 30 standardised features and an intercept, prior N(0, 2.5^2);
+- ``linear-diabetes-raw``: a badly scaled linear regression, scikit-learn's ``load_diabetes(scaled=False)`` (disease
+  progression of 442 patients on an intercept and 10 raw covariates: age in years, sex coded 1/2, BMI, blood pressure
+  and six serum measurements in their own units), the noise sd fixed at the least-squares residual sd and a flat
+  prior, so the posterior is Gaussian (its condition number is printed with the table);
 - ``eight-schools``: the eight schools model (Rubin 1981) in non-centred form, ``(mu, log tau, theta~_1..8)``;
 - ``funnel``: Neal's funnel, ``v ~ N(0, 3^2)``, ``x_i | v ~ N(0, e^v)``, ``i = 1..9``.
 
@@ -56,14 +58,17 @@ import mcmcvae as mv
 DESCRIPTION = "Our tuned MALA/HMC vs BlackJAX NUTS, window HMC/MALA, ChEES, MEADS and oracle HMC on real posteriors"
 NAME = "posteriors"
 NUM_INTEGRATION_STEPS = 5  # L of every fixed-length HMC here
-TARGETS = ("gaussian-5d", "gaussian-100d", "logistic-goog", "linear-goog-raw", "eight-schools", "funnel")
+STEP_SIZE_JITTER = 0.5  # oracle and da-hmc-jitter, as with_dual_averaged_step_size's default (fixed-L HMC is periodic)
+TARGETS = ("gaussian-5d", "gaussian-100d", "logistic-breast-cancer", "linear-diabetes-raw", "eight-schools", "funnel")
 SAMPLERS = ("sm-mala", "sm-hmc", "sm-mala-searched", "sm-hmc-searched", "sm-hmc-da-step", "da-mala", "da-hmc",
+            "da-hmc-jitter",
             "nuts-window", "hmc-window", "mala-window", "chees", "meads", "hmc-oracle")
 # Gradient evaluations per chain (warm-up and sampling) for the fixed-L samplers; iterations for NUTS and ChEES.
 # The cpu budget leaves out mala-window: BlackJAX refactors the dense mass matrix at every step, which made it the
 # slowest sampler by far on the 100-d Gaussian (over 5 minutes there on the shared machine).
 BUDGETS = {
-    "quick": {"targets": ("gaussian-5d",), "samplers": ("sm-mala", "sm-hmc-searched", "da-hmc", "nuts-window"),
+    "quick": {"targets": ("gaussian-5d",), "samplers": ("sm-mala", "sm-hmc-searched", "da-hmc", "nuts-window",
+                                                         "hmc-oracle"),
               "num_chains": 8, "warmup_gradients": 300, "sampling_gradients": 300, "nuts_warmup": 100,
               "nuts_samples": 60, "reference_warmup": 200, "reference_samples": 500, "seed": 0},
     "cpu": {"targets": TARGETS, "samplers": tuple(s for s in SAMPLERS if s != "mala-window"), "num_chains": 16,
@@ -109,35 +114,40 @@ def _rotated(dim, low, high, seed):
     return (q * np.geomspace(low, high, dim)) @ q.T
 
 
-def _goog():
-    import matplotlib.cbook
-
-    return matplotlib.cbook.get_sample_data("goog.npz")["price_data"]
+BENCH_EXTRA = "bench"  # the optional dependency (pyproject.toml) that ships the regression targets' data
 
 
-def _logistic_goog():
-    data = _goog()
-    close, volume = data["close"], data["volume"].astype(np.float64)
-    returns = np.diff(np.log(close))  # returns[t] is day t+1's
-    day_range = (data["high"] - data["low"]) / data["open"]
-    rows = np.arange(3, len(data))  # predict day t from days t-1 and t-2
-    up = (close[rows] > close[rows - 1]).astype(np.float32)
-    features = np.stack([returns[rows - 2], returns[rows - 3], np.log(volume[rows - 1]), day_range[rows - 1]], 1)
+def _sklearn_datasets():
+    """``sklearn.datasets``, whose bundled data sets (no download) the regression targets use."""
+    try:
+        import sklearn.datasets
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            f"the posteriors benchmark's regression targets use data sets bundled with scikit-learn, which is not "
+            f"installed: install the optional dependencies with `pip install -e '.[{BENCH_EXTRA}]'` (scripts/setup.sh "
+            f"does), or run only the Gaussian, eight-schools and funnel targets") from error
+    return sklearn.datasets
+
+
+def _logistic_breast_cancer():
+    data = _sklearn_datasets().load_breast_cancer()
+    features = np.asarray(data.data, np.float64)
     features = (features - features.mean(0)) / features.std(0)
-    x = jnp.asarray(np.concatenate([np.ones((len(rows), 1)), features], 1), jnp.float32)
-    y = jnp.asarray(up)
+    x = jnp.asarray(np.concatenate([np.ones((len(features), 1)), features], 1), jnp.float32)
+    y = jnp.asarray(data.target, jnp.float32)
 
     def logdensity_fn(beta):
         logits = x @ beta
         return jnp.sum(y * logits - jnp.logaddexp(0.0, logits)) - 0.5 * jnp.sum((beta / 2.5) ** 2)
 
-    return Target("logistic-goog", logdensity_fn, x.shape[1], None, None, _standard_normal, "logistic regression")
+    return Target("logistic-breast-cancer", logdensity_fn, x.shape[1], None, None, _standard_normal,
+                  "logistic regression")
 
 
-def _linear_goog_raw():
-    data = _goog()
-    y = np.asarray(data["high"] - data["low"], np.float64)
-    x = np.stack([np.ones(len(data)), data["open"], data["volume"].astype(np.float64)], 1)
+def _linear_diabetes_raw():
+    data = _sklearn_datasets().load_diabetes(scaled=False)
+    y = np.asarray(data.target, np.float64)
+    x = np.concatenate([np.ones((len(y), 1)), np.asarray(data.data, np.float64)], 1)
     beta_hat, *_ = np.linalg.lstsq(x, y, rcond=None)
     noise_var = np.sum((y - x @ beta_hat) ** 2) / (len(y) - x.shape[1])
     covariance = noise_var * np.linalg.inv(x.T @ x)  # flat prior, known noise: N(beta_hat, s^2 (X^T X)^{-1})
@@ -146,7 +156,7 @@ def _linear_goog_raw():
     def logdensity_fn(beta):
         return -0.5 * jnp.sum((y32 - x32 @ beta) ** 2) / noise_var
 
-    return Target("linear-goog-raw", logdensity_fn, 3, beta_hat, covariance, _near_reference,
+    return Target("linear-diabetes-raw", logdensity_fn, x.shape[1], beta_hat, covariance, _near_reference,
                   "badly scaled linear regression")
 
 
@@ -179,8 +189,8 @@ def build_target(name: str) -> Target:
     builders = {
         "gaussian-5d": lambda: _gaussian("gaussian-5d", _rotated(5, 1.0, 10.0, 1), "easy Gaussian"),
         "gaussian-100d": lambda: _gaussian("gaussian-100d", _rotated(100, 1e-2, 1e2, 0), "ill-conditioned Gaussian"),
-        "logistic-goog": _logistic_goog,
-        "linear-goog-raw": _linear_goog_raw,
+        "logistic-breast-cancer": _logistic_breast_cancer,
+        "linear-diabetes-raw": _linear_diabetes_raw,
         "eight-schools": _eight_schools,
         "funnel": _funnel,
     }
@@ -189,10 +199,11 @@ def build_target(name: str) -> Target:
 
 # ------------------------------------------------------------------------------------------ references
 def _window_warmup(algorithm, logdensity_fn, keys, positions, num_steps, **extra):
-    """Per-chain BlackJAX window adaptation with a dense mass matrix: ``(states, parameters)``, batched."""
+    """Per-chain BlackJAX window adaptation with a dense mass matrix: ``(states, parameters, gradients)``, batched;
+    ``gradients`` is the number of leapfrog steps the warm-up took, all chains together."""
     warmup = blackjax.window_adaptation(algorithm, logdensity_fn, is_mass_matrix_diagonal=False, **extra)
-    (states, parameters), _ = jax.vmap(lambda k, p: warmup.run(k, p, num_steps=num_steps))(keys, positions)
-    return states, parameters
+    (states, parameters), info = jax.vmap(lambda k, p: warmup.run(k, p, num_steps=num_steps))(keys, positions)
+    return states, parameters, jnp.sum(info.info.num_integration_steps)
 
 
 def _sample_blackjax(make, keys, states, parameters, num_samples):
@@ -217,7 +228,10 @@ def reference(target: Target, budget: dict, runs_dir: pathlib.Path) -> tuple[np.
     issue saw it lose a quarter of its chains on a hierarchical model), so the reference runs 8 chains and keeps
     those with at most 1 % divergent transitions; how many it kept, their ESS and R-hat are stated."""
     if target.mean is not None:
-        return target.mean, target.covariance, "closed form"
+        correlation = target.covariance / np.outer(*2 * [np.sqrt(np.diag(target.covariance))])
+        return target.mean, target.covariance, (
+            f"closed form; condition number {np.linalg.cond(target.covariance):.2g}, of the correlation matrix "
+            f"{np.linalg.cond(correlation):.2g}")
     num_chains, warmup, samples = 8, budget["reference_warmup"], budget["reference_samples"]
     path = runs_dir / f"reference-{target.name}-{num_chains}x{warmup}+{samples}.npz"
     if not path.exists():
@@ -226,8 +240,8 @@ def reference(target: Target, budget: dict, runs_dir: pathlib.Path) -> tuple[np.
 
         @jax.jit
         def run():
-            states, params = _window_warmup(blackjax.nuts, target.logdensity_fn,
-                                            jax.random.split(key_warmup, num_chains), positions, warmup)
+            states, params, _ = _window_warmup(blackjax.nuts, target.logdensity_fn,
+                                               jax.random.split(key_warmup, num_chains), positions, warmup)
             draws, info = _sample_blackjax(functools.partial(blackjax.nuts, target.logdensity_fn),
                                            jax.random.split(key_sample, num_chains), states, params, samples)
             return draws, info.is_divergent
@@ -254,10 +268,11 @@ class Draws(NamedTuple):
     acceptance_rate: jax.Array  # (num_samples, num_chains)
     is_divergent: jax.Array
     num_gradients: jax.Array  # sampling gradient evaluations, all chains together
+    warmup_gradients: jax.Array  # warm-up gradient evaluations of the kernels' moves, all chains together
     scale: jax.Array | None  # C, (dim, dim), or per chain (num_chains, dim, dim); None when there is none
 
 
-def _sample(tuner, rng_key, results, num_samples, logdensity_fn):
+def _sample(tuner, rng_key, results, num_samples):
     """Draws with the tuned kernel held fixed from ``results.states``: ``(positions (num_samples, n_chains, d),
     info)``."""
     with warnings.catch_warnings():  # shown, never raised: the benchmark's verdicts judge the draws
@@ -287,11 +302,18 @@ def _ours(algorithm, tuner_kind, *, searched=False, wrap=None, **options):
             tuner = wrap(tuner)
         with warnings.catch_warnings():  # shown, never raised: the benchmark's verdicts judge the draws
             warnings.simplefilter("default", mv.adaptation.AdaptationWarning)
-            results, _ = tuner.run(key_adapt, positions, budget["warmup_gradients"] // grads_per_step)
+            num_steps = budget["warmup_gradients"] // grads_per_step
+            results, _ = tuner.run(key_adapt, positions, num_steps)
         num_samples = budget["sampling_gradients"] // grads_per_step
-        draws, info = _sample(tuner, key_sample, results, num_samples, target.logdensity_fn)
+        draws, info = _sample(tuner, key_sample, results, num_samples)
+        # Kernel moves only: the wrapper moves the chains with a second kernel step per update; the speed
+        # measure's update also differentiates through its proposal, and the start search takes at most 40 kernel
+        # steps, neither counted here.
+        moves_per_update = 2 if wrap is mv.adaptation.with_dual_averaged_step_size else 1
+        warmup_gradients = num_steps * grads_per_step * moves_per_update * positions.shape[0]
         return Draws(draws, info.acceptance_rate, info.is_divergent,
-                     jnp.asarray(num_samples * grads_per_step * positions.shape[0]), results.parameters.matrix())
+                     jnp.asarray(num_samples * grads_per_step * positions.shape[0]), jnp.asarray(warmup_gradients),
+                     results.parameters.matrix())
 
     return sample
 
@@ -308,13 +330,14 @@ def _window_peer(kind):
             algorithm, extra, grads_per_step = blackjax.hmc, {"num_integration_steps": steps}, steps
             num_warmup = budget["warmup_gradients"] // steps
             num_samples = budget["sampling_gradients"] // steps
-        states, params = _window_warmup(algorithm, target.logdensity_fn, jax.random.split(key_warmup, num_chains),
-                                        positions, num_warmup, **extra)
+        states, params, warmup_gradients = _window_warmup(algorithm, target.logdensity_fn,
+                                                          jax.random.split(key_warmup, num_chains), positions,
+                                                          num_warmup, **extra)
         draws, info = _sample_blackjax(functools.partial(algorithm, target.logdensity_fn, **extra),
                                        jax.random.split(key_sample, num_chains), states, params, num_samples)
         gradients = (jnp.sum(info.num_integration_steps) if grads_per_step is None
                      else jnp.asarray(num_samples * grads_per_step * num_chains))
-        return Draws(draws, info.acceptance_rate, info.is_divergent, gradients,
+        return Draws(draws, info.acceptance_rate, info.is_divergent, gradients, warmup_gradients,
                      jnp.linalg.cholesky(params["inverse_mass_matrix"]))
 
     return sample
@@ -323,7 +346,7 @@ def _window_peer(kind):
 def _chees(rng_key, target, budget, positions):
     key_warmup, key_sample = jax.random.split(rng_key)
     warmup = blackjax.chees_adaptation(target.logdensity_fn, positions.shape[0], mass_matrix_estimation="diagonal")
-    (states, params), _ = warmup.run(key_warmup, positions, 0.1, optax.adam(0.025), budget["nuts_warmup"])
+    (states, params), warmup_info = warmup.run(key_warmup, positions, 0.1, optax.adam(0.025), budget["nuts_warmup"])
     kernel = blackjax.dynamic_hmc(target.logdensity_fn, **params).step
     step = jax.vmap(kernel)
 
@@ -333,7 +356,8 @@ def _chees(rng_key, target, budget, positions):
 
     _, (draws, info) = jax.lax.scan(one_step, states, jax.random.split(key_sample, budget["nuts_samples"]))
     scale = jnp.diag(jnp.sqrt(params["inverse_mass_matrix"]))
-    return Draws(draws, info.acceptance_rate, info.is_divergent, jnp.sum(info.num_integration_steps), scale)
+    return Draws(draws, info.acceptance_rate, info.is_divergent, jnp.sum(info.num_integration_steps),
+                 jnp.sum(warmup_info.info.num_integration_steps), scale)
 
 
 def _meads(rng_key, target, budget, positions):
@@ -350,29 +374,37 @@ def _meads(rng_key, target, budget, positions):
     _, (draws, info) = jax.lax.scan(one_step, states, jax.random.split(key_sample, num_samples))
     divergent = getattr(info, "is_divergent", jnp.zeros_like(info.acceptance_rate, bool))
     return Draws(draws, info.acceptance_rate, divergent, jnp.asarray(num_samples * positions.shape[0]),
+                 jnp.asarray(budget["warmup_gradients"] * positions.shape[0]),
                  jnp.diag(params["momentum_inverse_scale"]))
 
 
 def _oracle(rng_key, target, budget, positions, *, mean, covariance):
-    """HMC with C = chol(Sigma): h by our dual averaging on the whitened target, then our kernel on the target."""
+    """HMC with the oracle ``C = chol(Sigma)`` held fixed on the target itself: the start h found by
+    ``find_reasonable_step_size`` with that C, h dual-averaged (``run(..., initial_parameters=(h, C))``) with a
+    jittered step, then the tuned kernel sampled by the same tuner, so adaptation and sampling see the same log
+    density. With C exact every whitened direction has the same frequency, so without the jitter a step at which
+    L leapfrog steps make one whole turn returns every chain to where it started (and is accepted)."""
+    del mean
     chol = jnp.asarray(np.linalg.cholesky(covariance), jnp.float32)
-    shift = jnp.asarray(mean, jnp.float32)
-    whitened = lambda u: target.logdensity_fn(shift + chol @ u)  # noqa: E731
-    key_adapt, key_sample = jax.random.split(rng_key)
-    tuner = mv.adaptation.dual_averaging(mv.kernels.hmc, whitened, num_integration_steps=NUM_INTEGRATION_STEPS)
-    start = jax.scipy.linalg.solve_triangular(chol, (positions - shift).T, lower=True).T
+    key_search, key_adapt, key_sample = jax.random.split(rng_key, 3)
+    hmc_options = {"num_integration_steps": NUM_INTEGRATION_STEPS}
+    tuner = mv.adaptation.dual_averaging(mv.kernels.hmc, target.logdensity_fn, step_size_jitter=STEP_SIZE_JITTER,
+                                         **hmc_options)
+    start = mv.kernels.Preconditioner.lower_triangular(target.dim, step_size=1.0, scale=chol)
+    step_size = mv.adaptation.find_reasonable_step_size(key_search, mv.kernels.hmc, target.logdensity_fn, positions,
+                                                        start, target_acceptance_rate=tuner.target_acceptance_rate,
+                                                        **hmc_options)
+    start = start._replace(log_step_size=jnp.log(step_size).astype(start.log_step_size.dtype))
     with warnings.catch_warnings():  # shown, never raised: the benchmark's verdicts judge the draws
         warnings.simplefilter("default", mv.adaptation.AdaptationWarning)
-        results, _ = tuner.run(key_adapt, start, budget["warmup_gradients"] // NUM_INTEGRATION_STEPS)
-    preconditioner = mv.kernels.Preconditioner(results.parameters.log_step_size, chol)
-    states = jax.vmap(mv.kernels.hmc.init, in_axes=(0, None))(shift + results.states.position @ chol.T,
-                                                              target.logdensity_fn)
-    oracle_tuner = tuner._replace(algorithm=mv.kernels.hmc)
+        results, _ = tuner.run(key_adapt, positions, budget["warmup_gradients"] // NUM_INTEGRATION_STEPS,
+                               initial_parameters=start)
     num_samples = budget["sampling_gradients"] // NUM_INTEGRATION_STEPS
-    draws, info = _sample(oracle_tuner, key_sample, results._replace(parameters=preconditioner, states=states),
-                          num_samples, target.logdensity_fn)
+    draws, info = _sample(tuner, key_sample, results, num_samples)
+    num_steps = budget["warmup_gradients"] // NUM_INTEGRATION_STEPS
     return Draws(draws, info.acceptance_rate, info.is_divergent,
-                 jnp.asarray(num_samples * NUM_INTEGRATION_STEPS * positions.shape[0]), chol)
+                 jnp.asarray(num_samples * NUM_INTEGRATION_STEPS * positions.shape[0]),
+                 jnp.asarray(num_steps * NUM_INTEGRATION_STEPS * positions.shape[0]), chol)
 
 
 def build_sampler(name: str, mean, covariance) -> Callable:
@@ -385,6 +417,7 @@ def build_sampler(name: str, mean, covariance) -> Callable:
         "sm-hmc-da-step": _ours(hmc, "speed_measure", wrap=mv.adaptation.with_dual_averaged_step_size),
         "da-mala": _ours(mala, "dual_averaging"),
         "da-hmc": _ours(hmc, "dual_averaging"),
+        "da-hmc-jitter": _ours(hmc, "dual_averaging", step_size_jitter=STEP_SIZE_JITTER),
         "nuts-window": _window_peer("nuts"),
         "hmc-window": _window_peer("hmc"),
         "mala-window": _window_peer("mala"),
@@ -401,15 +434,18 @@ SAMPLER_NOTES = {
     "sm-mala-searched": "ours: sm-mala given a start h found by find_reasonable_step_size beforehand (the search "
                         "run itself does by default, with other keys)",
     "sm-hmc-searched": "ours: sm-hmc given a start h found by find_reasonable_step_size beforehand",
-    "sm-hmc-da-step": "ours: sm-hmc moving with a dual-averaged multiple of h (with_dual_averaged_step_size)",
+    "sm-hmc-da-step": "ours: sm-hmc moving with a dual-averaged multiple of h (with_dual_averaged_step_size, its "
+                      "default step jitter Uniform(0.5, 1.5))",
     "da-mala": "ours: dual-averaged MALA, C = I",
     "da-hmc": f"ours: dual-averaged HMC (L = {NUM_INTEGRATION_STEPS}), C = I",
+    "da-hmc-jitter": f"ours: da-hmc with the step jittered by Uniform(1 -/+ {STEP_SIZE_JITTER})",
     "nuts-window": "BlackJAX NUTS, per-chain dense window adaptation",
     "hmc-window": f"BlackJAX HMC (L = {NUM_INTEGRATION_STEPS}), per-chain dense window adaptation",
     "mala-window": "BlackJAX HMC with L = 1 (= MALA), per-chain dense window adaptation",
     "chees": "BlackJAX ChEES-HMC (many-chain), diagonal mass matrix estimate",
     "meads": "BlackJAX MEADS (many-chain generalised HMC)",
-    "hmc-oracle": f"HMC (L = {NUM_INTEGRATION_STEPS}) with C = chol(reference covariance), h dual-averaged",
+    "hmc-oracle": f"HMC (L = {NUM_INTEGRATION_STEPS}) with C = chol(reference covariance), h dual-averaged, step "
+                  f"jittered by Uniform(1 -/+ {STEP_SIZE_JITTER})",
 }
 OURS_LOWER_TRIANGULAR = ("sm-mala", "sm-hmc", "sm-mala-searched", "sm-hmc-searched", "sm-hmc-da-step")
 
@@ -444,6 +480,7 @@ def metrics(draws: Draws, mean: np.ndarray, covariance: np.ndarray) -> dict:
         "min_ess_squares": float(np.min(ess_squares)),
         "min_ess_per_gradient": min_ess / float(draws.num_gradients),
         "gradients_per_chain": float(draws.num_gradients) / positions.shape[1],
+        "warmup_gradients_per_chain": float(draws.warmup_gradients) / positions.shape[1],
         "max_rhat": float(np.max(np.asarray(diagnostics.potential_scale_reduction))),
         "acceptance_rate": float(np.mean(np.asarray(draws.acceptance_rate))),
         "divergences": float(np.sum(np.asarray(draws.is_divergent))),
@@ -500,7 +537,7 @@ def _write_results(rows: list[dict], markdown: str, out_dir: pathlib.Path) -> li
 def _format(value, metric):
     if value is None:
         return "-"
-    if metric in ("divergences",):
+    if metric in ("divergences", "warmup_gradients_per_chain", "gradients_per_chain"):
         return f"{value:.0f}"
     if metric in ("min_ess_per_gradient",):
         return f"{value:.2e}"
@@ -510,7 +547,7 @@ def _format(value, metric):
 
 
 TABLE_METRICS = ("mean_error", "sd_error", "min_ess_per_gradient", "max_rhat", "transformed_condition_number",
-                 "acceptance_rate", "divergences", "wall_time_s")
+                 "acceptance_rate", "divergences", "warmup_gradients_per_chain", "gradients_per_chain", "wall_time_s")
 
 
 def markdown(results: dict, references: dict, budget_name: str, budget: dict, wall_time: float,
@@ -519,7 +556,11 @@ def markdown(results: dict, references: dict, budget_name: str, budget: dict, wa
              f"Budget `{budget_name}`: {budget['num_chains']} chains per sampler, all from the same starts; fixed-L "
              f"samplers {budget['warmup_gradients']} warm-up and {budget['sampling_gradients']} sampling gradient "
              f"evaluations per chain; NUTS and ChEES {budget['nuts_warmup']} warm-up and {budget['nuts_samples']} "
-             f"sampling iterations (their ESS divided by the gradients they used). HMC uses L = "
+             f"sampling iterations (their ESS divided by the gradients they used). `warmup_gradients_per_chain` and "
+             "`gradients_per_chain` count the log-density gradients of each sampler's warm-up and sampling per chain "
+             "(for ours, those of the kernels' moves: the dual-averaged-step wrapper moves twice per update, and "
+             "neither the speed measure's differentiation through its proposal nor the start search, at most 40 "
+             "kernel steps, is counted). HMC uses L = "
              f"{NUM_INTEGRATION_STEPS}. Seed {budget['seed']}, one seed (no std). Machine: {_machine()}. "
              f"Wall time {wall_time / 60:.1f} min. Regenerate: `python experiments/run.py {NAME} "
              f"{'--quick' if budget_name == 'quick' else '--budget ' + budget_name}`.", "",
@@ -607,8 +648,8 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None) -> list
     start = time.perf_counter()
     results, references, failures = {}, {}, {}
     key = jax.random.key(settings["seed"])
-    for target_index, target_name in enumerate(settings["targets"]):
-        target = build_target(target_name)
+    targets = [build_target(name) for name in settings["targets"]]  # a missing data set stops here, not later
+    for target_index, (target_name, target) in enumerate(zip(settings["targets"], targets)):
         mean, covariance, references[target_name] = reference(target, settings, runs_dir)
         key_target = jax.random.fold_in(key, target_index)
         positions = target.start(jax.random.fold_in(key_target, 0), settings["num_chains"], np.asarray(mean),

@@ -386,7 +386,7 @@ def test_dual_averaged_factor_moves_the_chains_with_s_h_and_leaves_the_learning_
     target = make_gaussian(4, 10.0, rotate=True)
     options = dict(preconditioner="lower_triangular", num_integration_steps=2, initial_step_size=0.3)
     paper = mv.adaptation.speed_measure(mv.kernels.hmc, target.logdensity_fn(), **options)
-    variant = mv.adaptation.with_dual_averaged_step_size(paper)
+    variant = mv.adaptation.with_dual_averaged_step_size(paper, step_size_jitter=0.0)
     assert variant.inner is paper and variant.target_acceptance_rate == paper.target_acceptance_rate
     positions = jnp.asarray(target.sample(3, 8), jnp.float32)
     chains = paper.init_chains(positions)
@@ -414,6 +414,60 @@ def test_dual_averaged_factor_moves_the_chains_with_s_h_and_leaves_the_learning_
     np.testing.assert_allclose(
         float(tuned.log_step_size),
         float(new_state.inner.params.log_step_size + new_state.factor.log_step_size_avg), rtol=1e-6)
+
+
+def test_dual_averaged_factor_jitters_its_moves_by_default(make_gaussian):
+    """By default the move is the kernel at ``(s h u, C)``, ``u ~ Uniform(0.5, 1.5)`` per chain drawn from the first
+    half of the chain's key (:func:`mcmcvae.adaptation.dual_averaging.jitter_step_size`)."""
+    target = make_gaussian(4, 10.0, rotate=True)
+    paper = mv.adaptation.speed_measure(mv.kernels.hmc, target.logdensity_fn(), preconditioner="lower_triangular",
+                                        num_integration_steps=2, initial_step_size=0.3)
+    variant = mv.adaptation.with_dual_averaged_step_size(paper)
+    chains = paper.init_chains(jnp.asarray(target.sample(3, 8), jnp.float32))
+    state = variant.init(4)
+    key = jax.random.key(9)
+    moved, _, info = jax.jit(variant.update)(key, state, chains)
+    precond = paper.final(state.inner)
+    kernel = mv.kernels.hmc.build_kernel(2)
+    keys = jax.random.split(jax.random.fold_in(key, 1), 8)
+
+    def jittered(k, c):
+        key_jitter, key_kernel = jax.random.split(k)
+        u = 1.0 + 0.5 * jax.random.uniform(key_jitter, minval=-1.0, maxval=1.0)
+        return kernel(key_kernel, c, target.logdensity_fn(), precond._replace(
+            log_step_size=precond.log_step_size + jnp.log(u)))[0]
+
+    expected = jax.vmap(jittered)(keys, chains)
+    np.testing.assert_allclose(np.asarray(moved.position), np.asarray(expected.position), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="step_size_jitter must lie in"):
+        mv.adaptation.with_dual_averaged_step_size(paper, step_size_jitter=1.0)
+
+
+def test_dual_averaged_factor_mixes_on_the_benchmarks_easy_gaussian(make_gaussian):
+    """The posteriors benchmark's ``gaussian-5d`` (the same covariance), L = 5, its 16 chains and 2000 + 1000
+    gradients per chain: the tuned kernel mixes.
+
+    Without a step-size jitter it did not (R-hat 1.5 to 1.65, minimum ESS 14 to 30 of 3200 draws over two seeds):
+    dual averaging settled on a step at which 5 leapfrog steps turn the stiffest whitened direction through one
+    whole turn (0.99 turns), where HMC is periodic and the energy error vanishes. Bounds: R-hat of well-mixed
+    chains exceeds 1 by about 1 / (draws per chain) = 0.005 here, so 1.05 is far above that and far below 1.5;
+    the ESS measured with the jitter is about 2000, and 320 (a tenth of the draws) is 10 to 20 times the failure's.
+    Each mean lies within 4 of its Monte Carlo standard errors."""
+    target = make_gaussian(5, 10.0, rotate=True, seed=1)
+    paper = mv.adaptation.speed_measure(mv.kernels.hmc, target.logdensity_fn(), preconditioner="lower_triangular",
+                                        num_integration_steps=5)
+    tuner = mv.adaptation.with_dual_averaged_step_size(paper)
+    positions = jnp.asarray(target.sample(5, 16), jnp.float32)
+    results, _ = tuner.run(jax.random.key(3), positions, 400)
+    draws, _ = tuner.sample(jax.random.key(4), results, 200)
+    draws = np.asarray(draws, np.float64)
+    diagnostics = mv.evaluate.chain_diagnostics(draws)
+    ess = np.asarray(diagnostics.effective_sample_size, np.float64)
+    assert float(np.max(diagnostics.potential_scale_reduction)) < 1.05, diagnostics
+    assert float(np.min(ess)) > 320, ess
+    flat = draws.reshape(-1, 5)
+    standard_errors = np.sqrt(np.diag(target.covariance) / ess)
+    assert np.all(np.abs(flat.mean(0)) < 4 * standard_errors), (flat.mean(0), standard_errors)
 
 
 def test_the_speed_measure_has_no_step_size_flag():

@@ -18,6 +18,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
 from blackjax.adaptation.step_size import DualAveragingAdaptationState, dual_averaging_adaptation
 
@@ -26,7 +27,7 @@ from mcmcvae.adaptation import base
 from mcmcvae.kernels import Preconditioner
 from mcmcvae.types import Array
 
-__all__ = ["DualAveragingInfo", "DualAveragingAdaptation", "DualAveragingState", "dual_averaging",
+__all__ = ["DualAveragingInfo", "DualAveragingAdaptation", "DualAveragingState", "dual_averaging", "jitter_step_size",
            "DualAveragingAdaptationState"]
 
 
@@ -128,6 +129,47 @@ def update_state(
     )
 
 
+def jitter_step_size(kernel: Callable, jitter: float) -> Callable:
+    """``kernel`` with its step size multiplied, at every transition and per chain, by ``u ~ Uniform(1 - jitter,
+    1 + jitter)`` (Stan's ``stepsize_jitter``); ``jitter = 0`` returns ``kernel`` itself.
+
+    With ``L`` fixed and no jitter, HMC is periodic in any direction where ``L`` leapfrog steps of ``h`` make a
+    whole number of turns: on a Gaussian whose whitened curvature is ``lambda`` one leapfrog step turns by
+    ``arccos(1 - h^2 lambda / 2)``, and where ``L`` of them make about one full turn the position comes back to where
+    it started, with almost no energy error, so such an ``h`` is accepted and dual averaging stays there. A random
+    step changes the angle from one transition to the next and breaks the cycle.
+
+    The kernel's ``rng_key`` is split into one key for ``u`` and one passed on to ``kernel``.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from mcmcvae.kernels import Preconditioner, hmc
+    >>> from mcmcvae.adaptation.dual_averaging import jitter_step_size
+    >>> kernel = jitter_step_size(hmc.build_kernel(num_integration_steps=5), 0.5)
+    >>> logdensity_fn = lambda z: -0.5 * jnp.sum(z**2)
+    >>> state = hmc.init(jnp.zeros(3), logdensity_fn)
+    >>> state, info = kernel(jax.random.key(0), state, logdensity_fn, Preconditioner.diagonal(3, step_size=1.2))
+    >>> state.position.shape
+    (3,)
+    """
+    jitter = float(jitter)
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"step_size_jitter must lie in [0, 1) (the step is h times Uniform(1 - jitter, 1 + jitter)), "
+                         f"got {jitter}")
+    if jitter == 0.0:
+        return kernel
+
+    def jittered_kernel(rng_key, state, logdensity_fn, preconditioner):
+        key_jitter, key_kernel = jax.random.split(rng_key)
+        factor = 1.0 + jitter * jax.random.uniform(key_jitter, minval=-1.0, maxval=1.0)
+        preconditioner = preconditioner._replace(
+            log_step_size=preconditioner.log_step_size + jnp.log(factor).astype(preconditioner.log_step_size.dtype))
+        return kernel(key_kernel, state, logdensity_fn, preconditioner)
+
+    return jittered_kernel
+
+
 def _final(state: DualAveragingState, *, averaged: bool = True) -> Preconditioner:
     log_step_size = state.dual_averaging.log_step_size_avg if averaged else state.dual_averaging.log_step_size
     return Preconditioner(jnp.asarray(log_step_size, state.scale.dtype), state.scale)
@@ -140,6 +182,7 @@ def dual_averaging(
     target_acceptance_rate: float | None = None,
     num_integration_steps: int | None = None,
     initial_step_size: float | None = None,
+    step_size_jitter: float = 0.0,
     t0: int = 10,
     gamma: float = 0.05,
     kappa: float = 0.75,
@@ -164,6 +207,10 @@ def dual_averaging(
         ``h_0``. None (default): ``run`` starts from the step size
         :func:`~mcmcvae.adaptation.find_reasonable_step_size` finds at its starting positions (from ``h = 1``);
         ``init(dim)``, which has no positions, starts from ``h = 1``. A number starts both from it.
+    step_size_jitter
+        Every transition, adapting or sampling, uses ``h u`` with ``u ~ Uniform(1 - step_size_jitter,
+        1 + step_size_jitter)`` per chain (:func:`jitter_step_size`), which keeps fixed-``L`` HMC from being periodic.
+        Default 0 (none), as the paper's baselines ran.
     t0, gamma, kappa
         BlackJAX's dual-averaging constants (Hoffman and Gelman's defaults).
     **kernel_options
@@ -193,7 +240,7 @@ def dual_averaging(
     >>> chains, state, info = adapt.update(jax.random.key(1), state, chains, log_joint, x)
     """
     settings = base.kernel_settings(algorithm, target_acceptance_rate, num_integration_steps, **kernel_options)
-    kernel, target = settings.kernel, settings.target_acceptance_rate
+    kernel, target = jitter_step_size(settings.kernel, step_size_jitter), settings.target_acceptance_rate
     da_init, da_update, _ = dual_averaging_adaptation(target, t0=t0, gamma=gamma, kappa=kappa)
 
     start_step_size = 1.0 if initial_step_size is None else initial_step_size

@@ -72,7 +72,9 @@ def _mcmc_builder(prefix: str, kernel_name: str) -> tuple[dict, Callable[..., MC
                 stop_gradient_proposal_grad=o["stop_gradient_proposal_grad"], log_det=o["log_det"],
                 **kernel_options)
             if o["dual_averaged_step_size"]:
-                tuner = adaptation.with_dual_averaged_step_size(tuner)
+                # Unjittered, as the training results in results/ were run (the default jitter guards long runs
+                # on one fixed target, where fixed-L HMC can be periodic).
+                tuner = adaptation.with_dual_averaged_step_size(tuner, step_size_jitter=0.0)
         return MCMC(tuner, num_mcmc_steps=o["num_mcmc_steps"], learning_rate=o["learning_rate"],
                     encoder_learning_rate=o["encoder_learning_rate"],
                     restart_tuner=bool(o.get("restart_dual_averaging", False)),
