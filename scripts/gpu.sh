@@ -85,6 +85,9 @@ START=$SECONDS
 step() {
     local name=$1 cap=$2; shift 2
     local left=$((BUDGET - (SECONDS - START)))
+    # a dry run checks the steps, not their speed: its steps share the budget with no caps of their own, so that a
+    # loaded CPU (CI runs the suite on every core) does not stop a step the GPU's caps were sized for
+    [ "$DRY_RUN" = 1 ] && cap=$left
     local limit=$(( cap < left ? cap : left ))
     if [ "$limit" -lt 5 ]; then record "$name" "not run: time budget spent" 0 ""; return 1; fi
     local tic=$SECONDS
