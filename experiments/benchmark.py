@@ -255,12 +255,32 @@ def _importance_704ea25(rng_key, log_joint_fn, proposal_fn, images, *, num_sampl
                               batch_size)
 
 
+def _log_joint_704ea25(model):
+    """``log p(x, z)`` of a standard-normal-prior Bernoulli VAE as ``model.log_joint`` computed it at 704ea25: the
+    prior's log density plus NumPyro's ``Bernoulli(logits=decoded).to_event(3).log_prob(x)``."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+
+    if model.prior != "standard" or model.likelihood != "bernoulli":
+        raise ValueError("the 704ea25 log-joint is written for a standard prior and a Bernoulli likelihood")
+
+    def log_joint(params, x, z):
+        decoded = model.decode(params, z[None])[0]
+        return (jnp.sum(jax.scipy.stats.norm.logpdf(z))
+                + dist.Bernoulli(logits=decoded).to_event(3).log_prob(x))
+
+    return log_joint
+
+
 def importance_case(implementation: str, num_images: int, num_samples: int):
     """Importance-sampling ``log p(x)`` of ``num_images`` images with ``num_samples`` samples each, tau = 1.5.
 
-    ``implementation`` is ``"now"`` (:func:`mcmcvae.evaluate.importance.dataset_importance_estimate`) or
-    ``"704ea25"`` (the same estimator as written then, :func:`_importance_704ea25`); the same keys give the same
-    per-image values, so the two time the same work.
+    ``implementation`` is ``"now"`` (:func:`mcmcvae.evaluate.importance.dataset_importance_estimate` on
+    ``model.log_joint``) or ``"704ea25"`` (the same estimator as written then, :func:`_importance_704ea25`, on
+    ``log p(x, z)`` as the model computed it then, :func:`_log_joint_704ea25`: NumPyro's guarded
+    ``Bernoulli(logits).log_prob``); the same keys give the same per-image values to float rounding, so the two
+    time the same work.
     """
     def build():
         import jax
@@ -272,10 +292,13 @@ def importance_case(implementation: str, num_images: int, num_samples: int):
         params = model.init(jax.random.key(0))
         images = jnp.asarray(_images(num_images))
         loc, scale = model.encode(params, images)
-        function = (mv.evaluate.dataset_importance_estimate if implementation == "now" else _importance_704ea25)
+        if implementation == "now":
+            function, log_joint = mv.evaluate.dataset_importance_estimate, model.log_joint
+        else:
+            function, log_joint = _importance_704ea25, _log_joint_704ea25(model)
 
         def call():
-            return function(jax.random.key(1), lambda data, z: model.log_joint(params, data[0], z),
+            return function(jax.random.key(1), lambda data, z: log_joint(params, data[0], z),
                             lambda data: (data[1], data[2]), (images, loc, scale), num_samples=num_samples,
                             batch_size=100, variance_factor=1.5)[0]
 
