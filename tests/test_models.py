@@ -98,3 +98,76 @@ def test_bad_configuration(kwargs, match):
     options = {"image_shape": (28, 28, 1), "latent_dim": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
         VAE(**options)
+
+
+def _logits_and_binary_data():
+    """Logits over [-80, 80] (both tails far beyond where sigmoid rounds to 0 or 1), exact zeros, and 0/1 data."""
+    logits = jnp.concatenate([jnp.linspace(-80.0, 80.0, 161),
+                              20.0 * jax.random.normal(jax.random.key(0), (639,)), jnp.zeros(16)])
+    logits = logits.reshape(2, 3, 17, 8, 1)  # (batch..., H, W, C) with a channel axis of 1, as images have
+    data = (jax.random.uniform(jax.random.key(1), logits.shape) < 0.5).astype(jnp.float32)
+    return logits, data
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_bernoulli_log_prob_equals_numpyros(jit):
+    from mcmcvae.models import BernoulliLogits
+
+    logits, data = _logits_and_binary_data()
+    ours = lambda l: BernoulliLogits(l).to_event(3).log_prob(data).sum()  # noqa: E731
+    numpyros = lambda l: dist.BernoulliLogits(l).to_event(3).log_prob(data).sum()  # noqa: E731
+    elementwise = (lambda l: BernoulliLogits(l).log_prob(data), lambda l: dist.BernoulliLogits(l).log_prob(data))
+    if jit:
+        ours, numpyros = jax.jit(ours), jax.jit(numpyros)
+        elementwise = tuple(map(jax.jit, elementwise))
+    # exact in float64: x l - max(l, 0) - log1p(exp(-|l|))
+    l64, x64 = np.asarray(logits, np.float64), np.asarray(data, np.float64)
+    exact = x64 * l64 - np.maximum(l64, 0) - np.log1p(np.exp(-np.abs(l64)))
+    np.testing.assert_allclose(elementwise[0](logits), exact, rtol=1e-6, atol=1e-30)
+    # NumPyro's max(l, 0) + log1p(exp(-|l|)) - x l loses up to an ulp of |l| to cancellation (it rounds
+    # -3.06e-7 at l = 15 to 0); ours does not, so the two agree to that rounding, and their sums to float32 rounding
+    ulp_of_logits = np.finfo(np.float32).eps * np.abs(np.asarray(logits))
+    assert np.all(np.abs(elementwise[0](logits) - elementwise[1](logits)) <= ulp_of_logits + 1e-7)
+    np.testing.assert_allclose(ours(logits), numpyros(logits), rtol=1e-6)
+    # the gradient is x - sigmoid(l) (written without cancellation), also at l = 0, where NumPyro's clip gives
+    # x - 0 or x - 1 instead of x - 1/2
+    expected_grad = jnp.where(data > 0, jax.nn.sigmoid(-logits), -jax.nn.sigmoid(logits))
+    np.testing.assert_allclose(jax.grad(ours)(logits), expected_grad, rtol=1e-6, atol=1e-30)
+    away_from_zero = logits != 0
+    np.testing.assert_allclose(jax.grad(ours)(logits)[away_from_zero], jax.grad(numpyros)(logits)[away_from_zero],
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_bernoulli_log_prob_of_exact_probabilities():
+    from mcmcvae.models import bernoulli_log_prob
+
+    logits = jnp.array([0.0, 0.0, 80.0, -80.0, 80.0, -80.0])
+    data = jnp.array([0.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+    expected = np.array([-np.log(2.0), -np.log(2.0), -np.exp(-80.0), -np.exp(-80.0), -80.0, -80.0], np.float32)
+    np.testing.assert_allclose(bernoulli_log_prob(logits, data), expected, rtol=1e-6)
+
+
+def test_bernoulli_log_prob_does_not_hide_non_finite_logits():
+    """NumPyro scores l = +inf, x = 1 as 0; ours gives a non-finite value so that the caller's guard counts it."""
+    from mcmcvae.models import bernoulli_log_prob
+
+    logits = jnp.array([jnp.inf, jnp.inf, -jnp.inf, -jnp.inf, jnp.nan, jnp.nan])
+    data = jnp.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    for fn in (bernoulli_log_prob, jax.jit(bernoulli_log_prob)):
+        assert not np.any(np.isfinite(fn(logits, data)))
+    model = VAE((2, 2, 1), 2, hidden_sizes=(4,))
+    params = model.init(jax.random.key(0))
+    params["decoder"] = jax.tree.map(lambda a: jnp.full_like(a, jnp.inf), params["decoder"])
+    # jitted, as in training (eagerly, NumPyro's argument validation rejects the logits first)
+    assert not np.isfinite(jax.jit(model.log_joint)(params, jnp.ones((2, 2, 1)), jnp.ones(2)))
+
+
+def test_bernoulli_models_use_the_cheaper_log_prob(x):
+    from mcmcvae.models import BernoulliLogits
+
+    model = VAE((28, 28, 1), 3, hidden_sizes=(8,))
+    params = model.init(jax.random.key(0))
+    likelihood = model.likelihood_distribution(params, model.decode(params, jnp.ones((1, 3)))[0])
+    assert isinstance(likelihood.base_dist, BernoulliLogits) and likelihood.event_shape == (28, 28, 1)
+    reference = dist.BernoulliLogits(likelihood.base_dist.logits).to_event(3).log_prob(x[0])
+    np.testing.assert_allclose(likelihood.log_prob(x[0]), reference, rtol=1e-6)

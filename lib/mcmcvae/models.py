@@ -33,13 +33,15 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from numpyro.distributions.util import validate_sample
 from numpyro.infer.util import log_density
 
 from mcmcvae import nets
 from mcmcvae.distributions import DiscretizedLogistic
 from mcmcvae.types import Array, Params, PRNGKey
 
-__all__ = ["VAE", "PRIORS", "LIKELIHOODS", "likelihood_distribution", "validate_images", "from_config", "register"]
+__all__ = ["VAE", "PRIORS", "LIKELIHOODS", "BernoulliLogits", "bernoulli_log_prob", "likelihood_distribution",
+           "validate_images", "from_config", "register"]
 
 PRIORS = ("standard", "mog", "vamp")
 LIKELIHOODS = ("bernoulli", "logistic256", "gaussian")
@@ -238,14 +240,130 @@ def likelihood_scale(params: Params, fixed_scale: float) -> Array:
     return jnp.asarray(fixed_scale, jnp.float32)
 
 
+def bernoulli_log_prob(logits: Array, value: Array) -> Array:
+    r"""Elementwise ``log Bernoulli(value | sigmoid(logits))``, for finite logits.
+
+    .. math:: \log p(x \mid l) = x l - \operatorname{softplus}(l), \qquad
+              \operatorname{softplus}(l) = \max(l, 0) + \log(1 + e^{-|l|}),
+
+    which is exact for every finite ``l`` (``e^{-|l|} <= 1`` cannot overflow) and equals NumPyro's
+    ``BernoulliLogits.log_prob`` to float rounding. NumPyro guards against infinite logits (``isfinite`` and two
+    ``where``s around the same expression), so that ``l = +inf, x = 1`` scores 0; here non-finite logits give
+    NaN or an infinity, as any arithmetic would, so that a decoder that has diverged is counted by the caller's
+    guard instead of being scored as if it were fine. The gradient with respect to ``logits`` is
+    ``x - sigmoid(l)`` (a custom JVP: exact at ``l = 0``, where differentiating ``max`` and ``|.|`` is not).
+
+    The arrays are broadcast and flattened before the elementwise work and reshaped afterwards: XLA:CPU
+    vectorises an elementwise loop along the minor-most axis, which for images ``(H, W, 1)`` has length 1, and
+    the flat form makes importance sampling over (images x samples x pixels) arrays about twice as fast.
+
+    Parameters
+    ----------
+    logits
+        Log-odds ``l``, any shape.
+    value
+        Observations ``x`` (0 or 1), broadcastable with ``logits``.
+
+    Returns
+    -------
+    Array
+        The log-probabilities, of the broadcast shape.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import mcmcvae as mv
+    >>> [round(float(v), 3) for v in mv.models.bernoulli_log_prob(jnp.array([0.0, 2.0, -80.0]),
+    ...                                                            jnp.array([1.0, 0.0, 0.0]))]
+    [-0.693, -2.127, -0.0]
+    """
+    logits = jnp.asarray(logits)
+    value = jnp.asarray(value, jnp.result_type(logits.dtype, jnp.float32))
+    shape = jnp.broadcast_shapes(logits.shape, value.shape)
+    flat_logits = jnp.broadcast_to(logits, shape).reshape(-1)
+    flat_value = jnp.broadcast_to(value, shape).reshape(-1)
+    return _flat_bernoulli_log_prob(flat_logits, flat_value).reshape(shape)
+
+
+@jax.custom_jvp
+def _flat_bernoulli_log_prob(logits: Array, value: Array) -> Array:
+    return value * logits - jnp.maximum(logits, 0) - jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
+@_flat_bernoulli_log_prob.defjvp
+def _flat_bernoulli_log_prob_jvp(primals, tangents):
+    # d/dl = x - sigmoid(l), written as x sigmoid(-l) - (1 - x) sigmoid(l) so that neither term cancels; autodiff
+    # of max(l, 0) and |l| would give sigmoid(0) = 0 or 1 instead of 1/2 at l = 0 (as NumPyro's clip does)
+    logits, value = primals
+    logits_dot, value_dot = tangents
+    exp_neg_abs = jnp.exp(-jnp.abs(logits))
+    out = value * logits - jnp.maximum(logits, 0) - jnp.log1p(exp_neg_abs)
+    sigmoid_abs = 1 / (1 + exp_neg_abs)  # sigmoid(|l|)
+    sigmoid_neg_abs = exp_neg_abs * sigmoid_abs  # sigmoid(-|l|)
+    positive = logits >= 0
+    sigmoid = jnp.where(positive, sigmoid_abs, sigmoid_neg_abs)
+    sigmoid_neg = jnp.where(positive, sigmoid_neg_abs, sigmoid_abs)
+    return out, (value * sigmoid_neg - (1 - value) * sigmoid) * logits_dot + logits * value_dot
+
+
+class BernoulliLogits(dist.BernoulliLogits):
+    """NumPyro's ``BernoulliLogits`` with the cheaper log-probability :func:`bernoulli_log_prob`.
+
+    Everything else (sampling, ``probs``, ``mean``, support, enumeration) is NumPyro's; ``to_event`` gives an
+    ``Independent`` whose ``log_prob`` sums the event's pixels as one flat axis. The likelihood of every Bernoulli
+    model of the library (training and evaluation alike) is this distribution, ``.to_event(3)``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import numpyro.distributions as dist
+    >>> import mcmcvae as mv
+    >>> logits, x = jnp.array([-3.0, 0.5, 40.0]), jnp.array([0.0, 1.0, 1.0])
+    >>> bool(jnp.allclose(mv.models.BernoulliLogits(logits).log_prob(x), dist.BernoulliLogits(logits).log_prob(x)))
+    True
+    """
+
+    @validate_sample
+    def log_prob(self, value: Array) -> Array:
+        return bernoulli_log_prob(self.logits, value)
+
+    def to_event(self, reinterpreted_batch_ndims: int | None = None) -> dist.Distribution:
+        """NumPyro's ``to_event``, giving an ``Independent`` that sums the event's pixels as one flat axis."""
+        if reinterpreted_batch_ndims is None:
+            reinterpreted_batch_ndims = len(self.batch_shape)
+        if reinterpreted_batch_ndims == 0:
+            return self
+        return _IndependentBernoulliLogits(self, reinterpreted_batch_ndims)
+
+
+class _IndependentBernoulliLogits(dist.Independent):
+    """``BernoulliLogits(logits).to_event(n)``: the log-probabilities of the ``n`` event axes, flattened, summed.
+
+    Summing the elementwise values over ``(H, W, C)`` would make XLA:CPU compute them in that shape, with the
+    minor-most axis of length ``C = 1`` (see :func:`bernoulli_log_prob`); the flat event axis keeps the loop
+    vectorised.
+    """
+
+    @validate_sample
+    def log_prob(self, value: Array) -> Array:
+        logits = self.base_dist.logits
+        value = jnp.asarray(value, jnp.result_type(logits.dtype, jnp.float32))
+        shape = jnp.broadcast_shapes(jnp.shape(logits), value.shape)
+        flat_shape = (*shape[: len(shape) - self.reinterpreted_batch_ndims], -1)
+        flat_logits = jnp.broadcast_to(logits, shape).reshape(flat_shape)
+        flat_value = jnp.broadcast_to(value, shape).reshape(flat_shape)
+        return jnp.sum(_flat_bernoulli_log_prob(flat_logits, flat_value), axis=-1)
+
+
 def likelihood_distribution(likelihood: str, decoded: Array, scale: Array) -> dist.Distribution:
     """The observation distribution of every model, event shape ``(H, W, C)``.
 
     ``decoded`` holds Bernoulli logits or the logistic/Gaussian locations; ``scale`` is the logistic scale s or the
-    Gaussian standard deviation (unused for ``bernoulli``).
+    Gaussian standard deviation (unused for ``bernoulli``). Bernoulli pixels use :class:`BernoulliLogits`, whose
+    log-probability skips NumPyro's guard against infinite logits.
     """
     if likelihood == "bernoulli":
-        base = dist.Bernoulli(logits=decoded)
+        base = BernoulliLogits(decoded)
     elif likelihood == "logistic256":
         base = DiscretizedLogistic(decoded, scale)
     else:

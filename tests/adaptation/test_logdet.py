@@ -216,3 +216,28 @@ def test_divergent_series_is_dropped_with_finite_gradients():
     assert not bool(est.converged)
     assert float(est.log_det) == 0.0
     assert np.isfinite(float(out)) and np.isfinite(float(grad)) and float(grad) > 0
+
+
+def test_radius_value_only_leaves_value_and_gradient_of_the_log_det_unchanged():
+    """``differentiable_radius=False`` skips the reverse pass through ``A u``: the same log-det (value and
+    gradient), the same radius value, no radius gradient, and ``radius_vector`` gives the radius back."""
+    a = jnp.asarray(_symmetric(3, np.linspace(-0.5, 0.6, DIM)), jnp.float32)
+    num_terms, probe = _truncation_and_probe(jax.random.key(7))
+
+    def estimate(scale, differentiable_radius):
+        return logdet.log_det_identity_minus(probe, num_terms, _matvec, scale * a, num_exact_terms=NUM_EXACT,
+                                             continue_probability=CONTINUE,
+                                             differentiable_radius=differentiable_radius)
+
+    for scale in (0.5, 1.0):
+        scale = jnp.float32(scale)
+        full, fast = estimate(scale, True), estimate(scale, False)
+        for name in ("log_det", "spectral_radius", "num_terms", "converged", "radius_vector"):
+            np.testing.assert_allclose(getattr(fast, name), getattr(full, name), rtol=1e-6, atol=1e-7)
+        grads = [jax.grad(lambda s, d=d: estimate(s, d).log_det)(scale) for d in (True, False)]
+        np.testing.assert_allclose(grads[1], grads[0], rtol=1e-6)
+        assert float(jax.grad(lambda s: estimate(s, True).spectral_radius)(scale)) != 0.0
+        assert float(jax.grad(lambda s: estimate(s, False).spectral_radius)(scale)) == 0.0
+        u = fast.radius_vector
+        np.testing.assert_allclose(jnp.linalg.norm(u), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(jnp.abs(u @ (scale * a) @ u), fast.spectral_radius, rtol=1e-6)

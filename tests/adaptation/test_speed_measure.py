@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mcmcvae as mv
+from mcmcvae.adaptation import logdet as logdet_module
 
 # -- API and parametrisation -------------------------------------------------------------------------------------
 
@@ -494,3 +495,68 @@ def test_dual_averaged_factor_reaches_the_target_and_keeps_the_whitening(hmc_dua
     assert result["condition_number"] < 5.0, result
     assert result["geometric_mean_step"] > 1.5 * hmc_lower_triangular["geometric_mean_step"], (
         result, hmc_lower_triangular)
+
+
+def _stochastic_hmc(target, **options):
+    return mv.adaptation.speed_measure(
+        mv.kernels.hmc, target.logdensity_fn(), preconditioner="lower_triangular", num_integration_steps=3,
+        num_power_iterations=30, log_det="stochastic", **options)
+
+
+def test_stochastic_log_det_penalty_acts_only_outside_the_threshold(make_gaussian):
+    """With the roulette (radius differentiated from the forward product ``A u``), as with the exact term: zero with
+    zero gradient inside, positive and shrinking h outside, and there ``strength * (|u^T A u| - t)^2``."""
+    target = make_gaussian(6, 20.0, rotate=True, seed=4)
+    adapt = _stochastic_hmc(target)
+    chains = adapt.init_chains(jnp.asarray(target.sample(4, 8), jnp.float32))
+    chol = jnp.asarray(np.linalg.cholesky(target.covariance), jnp.float32)
+
+    @jax.jit
+    def evaluate(log_step_size):
+        def penalty(log_h):
+            _, aux = adapt.objective(mv.kernels.Preconditioner(log_h, chol), jax.random.key(4), chains, 1.0)
+            return jnp.mean(aux.penalty), aux
+
+        return jax.value_and_grad(penalty, has_aux=True)(log_step_size)
+
+    for radius, inside in [(0.3, True), (0.7, True), (0.85, False), (0.95, False)]:
+        log_h = jnp.float32(0.5 * math.log(radius * 6 / 8))
+        (penalty, aux), grad = evaluate(log_h)
+        np.testing.assert_allclose(np.asarray(aux.spectral_radius), radius, rtol=1e-3)
+        if inside:
+            assert float(penalty) == 0.0 and float(grad) == 0.0
+        else:
+            assert float(penalty) > 0.0 and float(grad) > 0.0  # the objective subtracts beta * penalty: h goes down
+            np.testing.assert_allclose(aux.penalty, 1000.0 * (aux.spectral_radius - 0.75) ** 2, rtol=1e-4)
+            # d penalty / d log h = 2 strength (rho - t) * d rho / d log h, with rho = 4/3 h^2: d rho / d log h = 2 rho
+            expected = jnp.mean(2000.0 * (aux.spectral_radius - 0.75) * 2 * aux.spectral_radius)
+            np.testing.assert_allclose(grad, expected, rtol=1e-3)
+
+
+def test_stochastic_log_det_penalty_gradient_in_h_and_c_is_the_radius_gradient():
+    """The roulette path's radius is differentiated without a reverse pass through ``A u`` (from ``y = H C u``):
+    on an axis-aligned Gaussian with a diagonal ``C``, ``A = c h^2 C Sigma^-1 C`` is diagonal and its radius
+    ``c h^2 max_i C_i^2 / sigma_i^2``, whose gradient in ``(log h, C)`` the penalty's must follow."""
+    variances = jnp.array([4.0, 1.0, 0.25, 2.0, 0.5, 3.0])
+    adapt = mv.adaptation.speed_measure(
+        mv.kernels.hmc, lambda z: -0.5 * jnp.sum(z**2 / variances), preconditioner="diagonal",
+        num_integration_steps=3, num_power_iterations=60, log_det="stochastic", spectral_radius_threshold=0.5)
+    chains = adapt.init_chains(jax.random.normal(jax.random.key(0), (4, 6)))
+    curvature = (3**2 - 1) / 6
+    scale = jnp.array([1.0, 0.9, 1.1, 0.8, 0.7, 1.2])
+    log_h = jnp.float32(0.5 * math.log(0.8 / (curvature * 1.1**2 / 0.25)))  # rho(A) = 0.8, above 0.5
+
+    def penalty(log_h, scale):
+        _, aux = adapt.objective(mv.kernels.Preconditioner(log_h, scale), jax.random.key(4), chains, 1.0)
+        return jnp.mean(aux.penalty), aux
+
+    def closed_form(log_h, scale):
+        radius = curvature * jnp.exp(2 * log_h) * jnp.max(scale**2 / variances)
+        return logdet_module.spectral_radius_penalty(radius, 0.5, 1000.0)
+
+    (value, aux), grads = jax.jit(jax.value_and_grad(penalty, argnums=(0, 1), has_aux=True))(log_h, scale)
+    np.testing.assert_allclose(aux.spectral_radius, 0.8, rtol=1e-4)
+    np.testing.assert_allclose(value, closed_form(log_h, scale), rtol=1e-3)
+    expected = jax.grad(closed_form, argnums=(0, 1))(log_h, scale)
+    np.testing.assert_allclose(grads[0], expected[0], rtol=1e-3)
+    np.testing.assert_allclose(grads[1], expected[1], rtol=1e-3, atol=1e-3 * float(jnp.max(jnp.abs(expected[1]))))

@@ -67,17 +67,26 @@ class LogDetEstimate(NamedTuple):
         Unbiased estimate of ``log det(I - A)`` whose gradient is the unbiased Neumann-series gradient.
         Zero (value and gradient) where the series is outside its region of convergence, see ``converged``.
     spectral_radius
-        ``|u^T A u|`` for the normalised last power-iteration vector ``u``; differentiable in the parameters of ``A``.
+        ``|u^T A u|`` for the normalised last power-iteration vector ``u``; differentiable in the parameters of ``A``
+        unless :func:`log_det_identity_minus` was asked for its value only.
     num_terms
         The roulette's number of series terms ``N``.
     converged
         Whether the power-iteration estimate of ``rho(A)`` was below one and the series finite.
+    radius_vector
+        ``u`` (held fixed; the zero vector where the iteration left the finite numbers).
+    radius_image
+        ``A u`` (held fixed), from which a caller that knows how ``A`` depends on its parameters can form a
+        differentiable ``|u^T A u|`` without another product; ``None`` unless asked for
+        (``differentiable_radius=False``).
     """
 
     log_det: Array
     spectral_radius: Array
     num_terms: Array
     converged: Array
+    radius_vector: Array | None = None
+    radius_image: Array | None = None
 
 
 def roulette_survival(num_terms: int, num_exact_terms: int = 2, continue_probability: float = 0.5) -> Array:
@@ -163,6 +172,7 @@ def log_det_identity_minus(
     num_exact_terms: int = 2,
     continue_probability: float = 0.5,
     num_power_iterations: int = 4,
+    differentiable_radius: bool = True,
 ) -> LogDetEstimate:
     """One-probe Russian-roulette estimate of ``log det(I - A)`` with a Neumann-series surrogate gradient.
 
@@ -190,6 +200,11 @@ def log_det_identity_minus(
     num_power_iterations
         The loop runs ``max(N, num_power_iterations)`` matrix-vector products; the last vector's Rayleigh quotient
         estimates ``rho(A)``.
+    differentiable_radius
+        ``True`` (default): ``spectral_radius`` is differentiable in ``params`` (its product ``A u`` is taken with
+        the surrogate's, through reverse mode). ``False``: the same value with no gradient, its product taken
+        forward only and returned as ``radius_image``, from which a caller that knows the structure of ``A``
+        builds the gradient it needs without a reverse pass through the product (as the speed measure does).
 
     Returns
     -------
@@ -247,14 +262,20 @@ def log_det_identity_minus(
     neumann = jnp.where(finite, neumann, 0.0)
     log_det_value = jnp.where(finite, log_det_value, 0.0)
 
-    products = jax.vmap(lambda v: matvec_fn(params, v))(jnp.stack([probe, direction]))
-    spectral_radius = jnp.abs(jnp.vdot(direction, products[1]))
+    radius_image = None
+    if differentiable_radius:
+        products = jax.vmap(lambda v: matvec_fn(params, v))(jnp.stack([probe, direction]))
+        probe_image, spectral_radius = products[0], jnp.abs(jnp.vdot(direction, products[1]))
+    else:  # the same value, without the reverse pass through a second product
+        probe_image = matvec_fn(params, probe)
+        radius_image = matvec_fn(fixed_params, direction)
+        spectral_radius = jnp.abs(jnp.vdot(direction, radius_image))
     converged = finite & (lax.stop_gradient(spectral_radius) < 1.0)
 
-    surrogate = -jnp.vdot(neumann, products[0])
+    surrogate = -jnp.vdot(neumann, probe_image)
     log_det = lax.stop_gradient(log_det_value) + surrogate - lax.stop_gradient(surrogate)
     log_det = jnp.where(converged, log_det, 0.0)
-    return LogDetEstimate(log_det, spectral_radius, num_terms, converged)
+    return LogDetEstimate(log_det, spectral_radius, num_terms, converged, direction, radius_image)
 
 
 def estimate_log_det(
@@ -300,6 +321,7 @@ def estimate_log_det(
         jnp.max(estimates.spectral_radius),
         num_terms,
         jnp.all(estimates.converged),
+        estimates.radius_vector[jnp.argmax(estimates.spectral_radius)],
     )
 
 
@@ -374,4 +396,4 @@ def exact_log_det_identity_minus(matvec_fn: MatvecFn, params: Any, dim: int) -> 
     # gradients through the where() below.
     _, log_abs_det = jnp.linalg.slogdet(jnp.eye(dim, dtype=safe.dtype) - jnp.where(converged, safe, 0.0))
     log_det = jnp.where(converged, log_abs_det, 0.0)
-    return LogDetEstimate(log_det, spectral_radius, jnp.asarray(dim, jnp.int32), converged)
+    return LogDetEstimate(log_det, spectral_radius, jnp.asarray(dim, jnp.int32), converged, vector)

@@ -442,15 +442,39 @@ def speed_measure(
             matrix_params = (precond, lax.stop_gradient(info.midpoint), context)
             if log_det == "exact" or (log_det == "auto" and dim <= EXACT_LOG_DET_MAX_DIM):  # dim is static
                 estimate = logdet.exact_log_det_identity_minus(matvec, matrix_params, dim)
+                log_det_residual, spectral_radius = estimate.log_det, estimate.spectral_radius
             else:
                 probe = jax.random.rademacher(key_probe, (dim,), dtype=chain_state.position.dtype)
-                estimate = logdet.log_det_identity_minus(probe, num_terms, matvec, matrix_params, **roulette)
-            log_det_residual, spectral_radius = estimate.log_det, estimate.spectral_radius
+                estimate = logdet.log_det_identity_minus(probe, num_terms, matvec, matrix_params,
+                                                         differentiable_radius=False, **roulette)
+                log_det_residual = estimate.log_det
+                spectral_radius = differentiable_radius(precond, estimate)
             penalty = logdet.spectral_radius_penalty(spectral_radius, spectral_radius_threshold, penalty_strength)
         entropy = entropy + log_det_residual
         value = acceptance_term + beta * (entropy - penalty)
         aux = ObjectiveAux(new_state, info, acceptance_term, entropy, log_det_residual, spectral_radius, penalty)
         return value, aux
+
+    def differentiable_radius(precond, estimate):
+        """``|u^T A u|`` differentiable in ``(h, C)`` from the product ``A u`` the estimate took forward only.
+
+        ``u^T A u = c h^2 (C u)^T H (C u)`` with ``H = Hess U(q_mid)`` fixed, so with ``y = H C u`` (held fixed,
+        ``C^{-T} A u / (c h^2)``) the expression ``c h^2 (2 y^T (C u) - sg(y^T C u))`` has the value of
+        ``u^T A u`` and its gradient (``H`` is symmetric): the penalty's gradient costs no reverse pass through a
+        Hessian-vector product.
+        """
+        fixed = lax.stop_gradient(precond)
+        u = estimate.radius_vector
+        factor = curvature * precond.step_size**2
+        fixed_factor = lax.stop_gradient(factor)
+        # (a step size whose square underflows leaves A u = 0: y = 0 then, not 0 / 0)
+        y = lax.stop_gradient(fixed.solve_transpose(estimate.radius_image)
+                              / jnp.where(fixed_factor > 0, fixed_factor, 1.0))
+        cu = precond.apply(u)
+        quadratic = 2 * jnp.vdot(y, cu) - lax.stop_gradient(jnp.vdot(y, cu))
+        radius = jnp.abs(factor * quadratic)
+        # the value is the estimate's own (y^T C u recovers u^T A u / (c h^2) only up to rounding)
+        return lax.stop_gradient(estimate.spectral_radius) + radius - lax.stop_gradient(radius)
 
     def objective(precond, rng_key, chain_states, beta, logdensity_fn=None, context=None, *, context_axes=0):
         logdensity = resolve_logdensity(logdensity_fn)

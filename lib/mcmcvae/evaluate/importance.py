@@ -35,8 +35,10 @@ __all__ = ["importance_log_likelihood", "importance_estimate", "dataset_log_like
            "dataset_importance_estimate", "bits_per_dim", "ImportanceEstimate"]
 
 _DEFAULT_CHUNK_SIZE = 1000
-# samples in flight (data points x chunk) that dataset_log_likelihood aims for when chunk_size is not given
-_DEFAULT_SAMPLES_IN_FLIGHT = 10_000
+# samples in flight (data points x chunk) that dataset_log_likelihood aims for when chunk_size is not given: on
+# one CPU core 2000 MNIST samples (their 784 logits each, 6 MB) evaluate about 20% faster per sample than 10000,
+# whose arrays stream through memory several times per chunk; a GPU wants more (pass chunk_size)
+_DEFAULT_SAMPLES_IN_FLIGHT = 2_000
 
 
 def _check_positive_int(value, name: str) -> int:
@@ -318,8 +320,8 @@ def dataset_log_likelihood(
     num_samples
         Importance samples per data point.
     chunk_size
-        Samples per data point evaluated together; ``None`` keeps ``batch_size * chunk_size`` near 10,000
-        (lower it for large decoders).
+        Samples per data point evaluated together; ``None`` keeps ``batch_size * chunk_size`` near 2,000
+        (lower it for large decoders, raise it on a GPU).
     batch_size
         Data points evaluated together (one block).
     scale_factor, variance_factor

@@ -54,6 +54,24 @@ def _log_joint(z, context, model):
     return model.log_joint(params, x, z)
 
 
+@jax.custom_jvp
+def _known_log_density(position, logdensity, logdensity_grad):
+    """``log pi(position)`` already computed: returns ``logdensity``, and ``logdensity_grad`` as its gradient."""
+    del position, logdensity_grad
+    return logdensity
+
+
+@_known_log_density.defjvp
+def _known_log_density_jvp(primals, tangents):
+    _, logdensity, logdensity_grad = primals
+    position_dot, logdensity_dot, _ = tangents
+    return logdensity, jnp.vdot(logdensity_grad, position_dot) + logdensity_dot
+
+
+def _known_at_start(z, context):
+    return _known_log_density(z, *context)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class MCMC:
     """Algorithm 1 with any tuner: the ``mala``, ``hmc``, ``dsmala``, ``dshmc``, ``gradmala`` and ``gradhmc``
@@ -138,14 +156,22 @@ class MCMC:
                                  preconditioner=preconditioner, context=context, context_axes=axes)
         return run.states.position, run.info
 
-    def _sample_and_adapt(self, rng_key, model, params, images, z0, tuner_state):
-        """K kernel steps that also tune phi1; returns final positions, the new tuner state and diagnostics."""
+    def _sample_and_adapt(self, rng_key, model, params, images, z0, tuner_state, start=None):
+        """K kernel steps that also tune phi1; returns final positions, the new tuner state and diagnostics.
+
+        ``start``, when given, is ``(log p(x_i, z0_i), grad_z log p(x_i, z0_i))`` for every chain, already
+        computed: the kernel's ``init`` then reads them instead of evaluating the decoder at ``z0`` again (it must
+        evaluate the log density only at the chain's position, as every kernel module's ``init`` does).
+        """
         tuner = self.tuner
         if self.restart_tuner:
             tuner_state = tuner.init(z0.shape[-1])
         context, axes = (params, images), (None, 0)
         logdensity = functools.partial(_log_joint, model=model)
-        chains = kernels.init_chains(self.kernel, z0, logdensity, context=context, context_axes=axes)
+        if start is None:
+            chains = kernels.init_chains(self.kernel, z0, logdensity, context=context, context_axes=axes)
+        else:
+            chains = kernels.init_chains(self.kernel, z0, _known_at_start, context=start, context_axes=0)
         run = kernels.run_chains(rng_key, chains, logdensity, self.num_mcmc_steps, tuner=tuner,
                                  tuner_state=tuner_state, context=context, context_axes=axes)
         diagnostics = {"acceptance_rate": jnp.mean(run.info.acceptance_rate)}
@@ -168,19 +194,24 @@ class MCMC:
         images = as_batch(batch).images
         k_eps, k_chain = jax.random.split(rng_key)
 
-        # (1) encoder on the ELBO, with z0 = mu + sigma * eps reparameterised.
-        def negative_elbo(encoder_params):
-            p = {**params, "encoder": encoder_params}
-            z0, log_q = model.sample_q0(k_eps, p, images)
-            elbo = model.log_joint_batch(p, images, z0) - log_q
-            return -jnp.mean(elbo), z0
-
-        (negative_value, z0), encoder_grads = jax.value_and_grad(negative_elbo, has_aux=True)(params["encoder"])
-        elbo = -negative_value
+        # (1) encoder on the ELBO, with z0 = mu + sigma * eps reparameterised. The reverse pass through
+        # log p(x, z0) also gives grad_z log p(x_i, z0_i), which starts the chains below: by the chain rule,
+        # grad_phi0 ELBO = (1/n) sum_i [grad_z log p(x_i, z0_i) . dz0_i/dphi0 + d/dphi0 log p(x_i, z) - dlog q_i/dphi0]
+        # (the middle term is zero unless the prior depends on the encoder, as the VampPrior does).
+        n = images.shape[0]
+        (z0, log_q), q0_vjp = jax.vjp(lambda e: model.sample_q0(k_eps, {**params, "encoder": e}, images),
+                                      params["encoder"])
+        log_joint_z0, log_joint_vjp = jax.vjp(
+            lambda e, z: model.log_joint_batch({**params, "encoder": e}, images, z), params["encoder"], z0)
+        prior_encoder_grads, log_joint_grad_z0 = log_joint_vjp(jnp.ones_like(log_joint_z0))
+        (sample_encoder_grads,) = q0_vjp((-log_joint_grad_z0 / n, jnp.full_like(log_q, 1 / n)))
+        encoder_grads = jax.tree.map(lambda a, b: a - b / n, sample_encoder_grads, prior_encoder_grads)
+        elbo = jnp.mean(log_joint_z0 - log_q)
 
         # (2) + (4) K kernel steps from stop_gradient(z0), tuning phi1 on the way.
+        start = jax.lax.stop_gradient((log_joint_z0, log_joint_grad_z0))
         z_k, kernel_state, diagnostics = self._sample_and_adapt(
-            k_chain, model, params, images, jax.lax.stop_gradient(z0), state["kernel"])
+            k_chain, model, params, images, jax.lax.stop_gradient(z0), state["kernel"], start)
         z_k = jax.lax.stop_gradient(z_k)
 
         # (3) theta on log p(x, z_K).
