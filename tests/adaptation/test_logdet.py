@@ -241,3 +241,44 @@ def test_radius_value_only_leaves_value_and_gradient_of_the_log_det_unchanged():
         u = fast.radius_vector
         np.testing.assert_allclose(jnp.linalg.norm(u), 1.0, rtol=1e-6)
         np.testing.assert_allclose(jnp.abs(u @ (scale * a) @ u), fast.spectral_radius, rtol=1e-6)
+
+
+def test_fixed_surrogate_returns_the_surrogates_ingredients_and_leaves_the_value_unchanged():
+    """``differentiable_surrogate=False`` takes no reverse pass: the same value, no gradient, and the held-fixed
+    ``u``, ``A w`` (the loop's first product) and ``A u`` from which the generic gradient ``-u^T (dA) w`` follows."""
+    a = jnp.asarray(_symmetric(3, np.linspace(-0.5, 0.6, DIM)), jnp.float32)
+    num_terms, probe = _truncation_and_probe(jax.random.key(7))
+
+    def estimate(scale, **options):
+        return logdet.log_det_identity_minus(probe, num_terms, _matvec, scale * a, num_exact_terms=NUM_EXACT,
+                                             continue_probability=CONTINUE, **options)
+
+    for differentiable_radius in (True, False):
+        for scale in (0.5, 1.0):
+            scale = jnp.float32(scale)
+            full = estimate(scale, differentiable_radius=differentiable_radius)
+            fast = estimate(scale, differentiable_radius=differentiable_radius, differentiable_surrogate=False)
+            assert bool(fast.converged)
+            for name in ("log_det", "spectral_radius", "num_terms", "converged", "radius_vector"):
+                np.testing.assert_allclose(getattr(fast, name), getattr(full, name), rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(fast.probe_image, (scale * a) @ probe, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(fast.neumann_image, (scale * a) @ fast.neumann_vector, rtol=1e-5, atol=1e-6)
+            assert float(jax.grad(lambda s: estimate(s, differentiable_surrogate=False).log_det)(scale)) == 0.0
+            generic = jax.grad(lambda s: estimate(s, differentiable_radius=differentiable_radius).log_det)(scale)
+            assert float(generic) != 0.0
+            # d/ds of -u^T (s a) w is -u^T a w = -u^T (A w) / s
+            np.testing.assert_allclose(generic, -jnp.vdot(fast.neumann_vector, fast.probe_image) / scale, rtol=1e-5)
+            radius_grad = jax.grad(lambda s: estimate(s, differentiable_radius=differentiable_radius,
+                                                      differentiable_surrogate=False).spectral_radius)(scale)
+            assert (float(radius_grad) != 0.0) == differentiable_radius
+
+
+def test_fixed_surrogate_images_are_zero_where_the_series_diverges():
+    a = jnp.asarray(_symmetric(3, np.linspace(-0.5, 1.5, DIM)), jnp.float32)  # rho(A) = 1.5
+    num_terms, probe = _truncation_and_probe(jax.random.key(7))
+    est = logdet.log_det_identity_minus(probe, num_terms, _matvec, a, num_exact_terms=NUM_EXACT,
+                                        continue_probability=CONTINUE, num_power_iterations=40,
+                                        differentiable_surrogate=False)
+    assert not bool(est.converged)
+    assert float(est.log_det) == 0.0
+    assert float(jnp.max(jnp.abs(est.probe_image))) == 0.0 and float(jnp.max(jnp.abs(est.neumann_image))) == 0.0

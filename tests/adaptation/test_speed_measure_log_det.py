@@ -9,6 +9,8 @@ import pytest
 import mcmcvae as mv
 import importlib
 
+from mcmcvae.adaptation import logdet as logdet_module
+
 sm = importlib.import_module("mcmcvae.adaptation.speed_measure")  # the module (the package exports the function)
 
 
@@ -100,3 +102,58 @@ def test_exact_objective_gradient_equals_finite_differences():
             minus = params._replace(**{field: getattr(params, field) - eps * direction})
             finite_difference = (value(plus) - value(minus)) / (2 * eps)
             np.testing.assert_allclose(jnp.sum(getattr(gradient, field) * direction), finite_difference, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "lower_triangular"])
+def test_roulette_surrogate_from_forward_products_equals_the_reverse_mode_surrogate(monkeypatch, kind):
+    """The roulette's surrogate gradient in ``(h, C)`` is built from forward products (``H C p``, ``H C n``); the
+    objective's value and gradient equal those of the generic surrogate (``log_det_identity_minus`` differentiating
+    through the product ``A p``) for the same keys, to float rounding."""
+    dim = 4
+    adapt = mv.adaptation.speed_measure(mv.kernels.hmc, _logdensity, num_integration_steps=3,
+                                        log_det="stochastic", preconditioner=kind)
+    chains = adapt.init_chains(jax.random.normal(jax.random.key(0), (8, dim)))
+    scale = jnp.array([0.9, 1.1, 0.8, 1.2])
+    if kind == "lower_triangular":
+        scale = jnp.diag(scale) + 0.1 * jnp.tril(jax.random.normal(jax.random.key(5), (dim, dim)), -1)
+    params = mv.kernels.Preconditioner(jnp.log(jnp.float32(0.4)), scale)
+
+    def evaluate():
+        def objective(log_step_size, scale):
+            value, aux = adapt.objective(mv.kernels.Preconditioner(log_step_size, scale), jax.random.key(3),
+                                         chains, jnp.float32(1.0))
+            return value, aux
+
+        def log_det_term(log_step_size, scale):
+            return jnp.mean(objective(log_step_size, scale)[1].log_det_residual)
+
+        value_and_grads = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
+        (value, aux), grads = jax.jit(value_and_grads)(params.log_step_size, params.scale)
+        log_det_grads = jax.jit(jax.grad(log_det_term, argnums=(0, 1)))(params.log_step_size, params.scale)
+        return value, aux, grads, log_det_grads
+
+    new = evaluate()
+    original = logdet_module.log_det_identity_minus
+
+    def generic(probe, num_terms, matvec_fn, params, *, differentiable_surrogate, **options):
+        assert differentiable_surrogate is False  # the speed measure asks for the forward-only path
+        estimate = original(probe, num_terms, matvec_fn, params, **options)  # differentiates through A p
+        zero = jnp.zeros_like(probe)  # no structured surrogate on top of the generic one
+        return estimate._replace(neumann_vector=zero, probe_image=zero, neumann_image=zero)
+
+    monkeypatch.setattr(logdet_module, "log_det_identity_minus", generic)
+    old = evaluate()
+
+    value, aux, grads, log_det_grads = new
+    old_value, old_aux, old_grads, old_log_det_grads = old
+    assert 0 < int(jnp.sum(aux.log_det_residual != 0.0))  # the roulette's term is there for some chains
+    np.testing.assert_allclose(value, old_value, rtol=1e-6)
+    np.testing.assert_allclose(aux.log_det_residual, old_aux.log_det_residual, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(aux.spectral_radius, old_aux.spectral_radius, rtol=1e-6)
+    for got, want in zip(log_det_grads, old_log_det_grads):
+        assert float(jnp.max(jnp.abs(want))) > 0  # the term has a gradient in h and in C
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6 * float(jnp.max(jnp.abs(want))))
+    for got, want in zip(grads, old_grads):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6 * float(jnp.max(jnp.abs(want))))
+    if kind == "lower_triangular":  # the strictly lower part is learnt too
+        assert float(jnp.max(jnp.abs(jnp.tril(log_det_grads[1], -1)))) > 0

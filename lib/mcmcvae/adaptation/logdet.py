@@ -79,6 +79,13 @@ class LogDetEstimate(NamedTuple):
         ``A u`` (held fixed), from which a caller that knows how ``A`` depends on its parameters can form a
         differentiable ``|u^T A u|`` without another product; ``None`` unless asked for
         (``differentiable_radius=False``).
+    neumann_vector
+        The Neumann-series vector ``u`` of the surrogate ``-u^T A w`` (held fixed); ``None`` unless asked for
+        (``differentiable_surrogate=False``).
+    probe_image, neumann_image
+        ``A w`` and ``A u`` (held fixed, zero where the series did not converge), from which a caller that knows how
+        ``A`` depends on its parameters forms the surrogate's gradient without a reverse pass through a product;
+        ``None`` unless asked for (``differentiable_surrogate=False``).
     """
 
     log_det: Array
@@ -87,6 +94,9 @@ class LogDetEstimate(NamedTuple):
     converged: Array
     radius_vector: Array | None = None
     radius_image: Array | None = None
+    neumann_vector: Array | None = None
+    probe_image: Array | None = None
+    neumann_image: Array | None = None
 
 
 def roulette_survival(num_terms: int, num_exact_terms: int = 2, continue_probability: float = 0.5) -> Array:
@@ -173,6 +183,7 @@ def log_det_identity_minus(
     continue_probability: float = 0.5,
     num_power_iterations: int = 4,
     differentiable_radius: bool = True,
+    differentiable_surrogate: bool = True,
 ) -> LogDetEstimate:
     """One-probe Russian-roulette estimate of ``log det(I - A)`` with a Neumann-series surrogate gradient.
 
@@ -205,6 +216,12 @@ def log_det_identity_minus(
         the surrogate's, through reverse mode). ``False``: the same value with no gradient, its product taken
         forward only and returned as ``radius_image``, from which a caller that knows the structure of ``A``
         builds the gradient it needs without a reverse pass through the product (as the speed measure does).
+    differentiable_surrogate
+        ``True`` (default): ``log_det`` carries the surrogate's gradient in ``params`` (the product ``A w`` through
+        reverse mode). ``False``: the same value with no gradient, and the surrogate's ingredients returned held
+        fixed (``neumann_vector`` ``u``, ``probe_image`` ``A w`` from the loop's first product, ``neumann_image``
+        ``A u`` from one more forward product), from which a caller that knows the structure of ``A`` builds the
+        gradient of ``-u^T A w`` (as the speed measure does).
 
     Returns
     -------
@@ -233,17 +250,18 @@ def log_det_identity_minus(
     def body(carry):
         # A^k w is carried as scale * direction with a unit direction: the direction is the power iteration's
         # iterate and stays finite even when the series itself overflows.
-        k, direction, scale, log_det, neumann = carry
+        k, direction, scale, log_det, neumann, first_image = carry
         kept = k + 1 <= num_terms  # iterations past N only continue the power iteration
         w_next = weight(k + 1)
         neumann = jnp.where(kept, neumann + (w_next * scale) * direction, neumann)
         image = matvec_fn(fixed_params, direction)
+        first_image = jnp.where(k == 0, image, first_image)  # A w / |w|
         norm = jnp.linalg.norm(image)
         direction = image / jnp.where(norm > 0, norm, 1.0)
         scale = scale * norm
         term = (w_next / (k + 1).astype(probe.dtype)) * scale * jnp.vdot(probe, direction)
         log_det = jnp.where(kept, log_det - term, log_det)
-        return k + 1, direction, scale, log_det, neumann
+        return k + 1, direction, scale, log_det, neumann, first_image
 
     probe_norm = jnp.linalg.norm(probe)
     init = (
@@ -252,8 +270,9 @@ def log_det_identity_minus(
         probe_norm,
         jnp.zeros((), probe.dtype),
         jnp.zeros_like(probe),
+        jnp.zeros_like(probe),
     )
-    _, direction, _, log_det_value, neumann = lax.while_loop(lambda c: c[0] < num_iterations, body, init)
+    _, direction, _, log_det_value, neumann, first_image = lax.while_loop(lambda c: c[0] < num_iterations, body, init)
 
     finite = jnp.isfinite(log_det_value) & jnp.all(jnp.isfinite(neumann)) & jnp.all(jnp.isfinite(direction))
     # Sanitise before anything differentiable touches these vectors: a where() downstream would otherwise turn an
@@ -262,6 +281,10 @@ def log_det_identity_minus(
     neumann = jnp.where(finite, neumann, 0.0)
     log_det_value = jnp.where(finite, log_det_value, 0.0)
 
+    if not differentiable_surrogate:
+        return _log_det_with_fixed_surrogate(matvec_fn, params, fixed_params, probe, probe_norm * first_image,
+                                             direction, neumann, log_det_value, num_terms, finite,
+                                             differentiable_radius)
     radius_image = None
     if differentiable_radius:
         products = jax.vmap(lambda v: matvec_fn(params, v))(jnp.stack([probe, direction]))
@@ -276,6 +299,26 @@ def log_det_identity_minus(
     log_det = lax.stop_gradient(log_det_value) + surrogate - lax.stop_gradient(surrogate)
     log_det = jnp.where(converged, log_det, 0.0)
     return LogDetEstimate(log_det, spectral_radius, num_terms, converged, direction, radius_image)
+
+
+def _log_det_with_fixed_surrogate(matvec_fn, params, fixed_params, probe, probe_image, direction, neumann,
+                                  log_det_value, num_terms, finite, differentiable_radius):
+    """The end of :func:`log_det_identity_minus` for ``differentiable_surrogate=False``: forward products only
+    (but the radius's where it stays differentiable), the surrogate's ingredients returned held fixed."""
+    radius_image = None
+    if differentiable_radius:
+        neumann_image = matvec_fn(fixed_params, neumann)
+        spectral_radius = jnp.abs(jnp.vdot(direction, matvec_fn(params, direction)))
+    else:  # one batched forward product for both
+        neumann_image, radius_image = jax.vmap(lambda v: matvec_fn(fixed_params, v))(jnp.stack([neumann, direction]))
+        spectral_radius = jnp.abs(jnp.vdot(direction, radius_image))
+    converged = finite & (lax.stop_gradient(spectral_radius) < 1.0)
+    # zero where the series did not converge: a caller's surrogate is then zero, with a finite (zero) gradient
+    probe_image = jnp.where(converged, probe_image, 0.0)
+    neumann_image = jnp.where(converged, neumann_image, 0.0)
+    log_det = jnp.where(converged, log_det_value, 0.0)
+    return LogDetEstimate(log_det, spectral_radius, num_terms, converged, direction, radius_image, neumann,
+                          probe_image, neumann_image)
 
 
 def estimate_log_det(

@@ -446,14 +446,41 @@ def speed_measure(
             else:
                 probe = jax.random.rademacher(key_probe, (dim,), dtype=chain_state.position.dtype)
                 estimate = logdet.log_det_identity_minus(probe, num_terms, matvec, matrix_params,
-                                                         differentiable_radius=False, **roulette)
-                log_det_residual = estimate.log_det
+                                                         differentiable_radius=False,
+                                                         differentiable_surrogate=False, **roulette)
+                log_det_residual = differentiable_log_det(precond, probe, estimate)
                 spectral_radius = differentiable_radius(precond, estimate)
             penalty = logdet.spectral_radius_penalty(spectral_radius, spectral_radius_threshold, penalty_strength)
         entropy = entropy + log_det_residual
         value = acceptance_term + beta * (entropy - penalty)
         aux = ObjectiveAux(new_state, info, acceptance_term, entropy, log_det_residual, spectral_radius, penalty)
         return value, aux
+
+    def fixed_hessian_image(precond, image):
+        """``H C v = C^{-T} A v / (c h^2)`` from a product ``A v`` taken forward, held fixed.
+
+        (A step size whose square underflows leaves ``A v = 0``: the result is zero then, not ``0 / 0``.)
+        """
+        fixed = lax.stop_gradient(precond)
+        factor = curvature * fixed.step_size**2
+        return lax.stop_gradient(fixed.solve_transpose(image) / jnp.where(factor > 0, factor, 1.0))
+
+    def differentiable_log_det(precond, probe, estimate):
+        """The roulette's ``log det(I - A)`` with the surrogate's gradient in ``(h, C)`` from forward products only.
+
+        The surrogate is ``-n^T A p = -c h^2 (C n)^T H (C p)`` (``n`` the held-fixed Neumann vector, ``p`` the probe,
+        ``H = Hess U(q_mid)`` fixed). With ``a = H C p`` and ``b = H C n`` held fixed (from ``A p``, the loop's
+        first product, and ``A n``, both taken forward), ``-c h^2 ((C n)^T a + (C p)^T b - sg((C n)^T a))`` has its
+        value and its gradient (``H`` is symmetric: ``d/dC (C n)^T H (C p) = H C p n^T + H C n p^T``), so the
+        gradient costs no reverse pass through a Hessian-vector product. Its value adds zero to the estimate's;
+        a series that did not converge has zero images, hence a zero surrogate.
+        """
+        a = fixed_hessian_image(precond, estimate.probe_image)
+        b = fixed_hessian_image(precond, estimate.neumann_image)
+        cn, cp = precond.apply(estimate.neumann_vector), precond.apply(probe)
+        inner = jnp.vdot(cn, a) + jnp.vdot(cp, b) - lax.stop_gradient(jnp.vdot(cn, a))
+        surrogate = -curvature * precond.step_size**2 * inner
+        return estimate.log_det + surrogate - lax.stop_gradient(surrogate)
 
     def differentiable_radius(precond, estimate):
         """``|u^T A u|`` differentiable in ``(h, C)`` from the product ``A u`` the estimate took forward only.
@@ -463,13 +490,9 @@ def speed_measure(
         ``u^T A u`` and its gradient (``H`` is symmetric): the penalty's gradient costs no reverse pass through a
         Hessian-vector product.
         """
-        fixed = lax.stop_gradient(precond)
         u = estimate.radius_vector
         factor = curvature * precond.step_size**2
-        fixed_factor = lax.stop_gradient(factor)
-        # (a step size whose square underflows leaves A u = 0: y = 0 then, not 0 / 0)
-        y = lax.stop_gradient(fixed.solve_transpose(estimate.radius_image)
-                              / jnp.where(fixed_factor > 0, fixed_factor, 1.0))
+        y = fixed_hessian_image(precond, estimate.radius_image)
         cu = precond.apply(u)
         quadratic = 2 * jnp.vdot(y, cu) - lax.stop_gradient(jnp.vdot(y, cu))
         radius = jnp.abs(factor * quadratic)
