@@ -441,7 +441,8 @@ def speed_measure(
             matvec = functools.partial(residual_matvec, logdensity)
             matrix_params = (precond, lax.stop_gradient(info.midpoint), context)
             if log_det == "exact" or (log_det == "auto" and dim <= EXACT_LOG_DET_MAX_DIM):  # dim is static
-                estimate = logdet.exact_log_det_identity_minus(matvec, matrix_params, dim)
+                estimate = logdet.exact_log_det_identity_minus(
+                    structured_matvec, (precond, fixed_hessian_columns(matvec, matrix_params, dim)), dim)
                 log_det_residual, spectral_radius = estimate.log_det, estimate.spectral_radius
             else:
                 probe = jax.random.rademacher(key_probe, (dim,), dtype=chain_state.position.dtype)
@@ -464,6 +465,32 @@ def speed_measure(
         fixed = lax.stop_gradient(precond)
         factor = curvature * fixed.step_size**2
         return lax.stop_gradient(fixed.solve_transpose(image) / jnp.where(factor > 0, factor, 1.0))
+
+    def fixed_hessian_columns(matvec, matrix_params, dim):
+        """``M = H C`` (row ``i`` is ``H C e_i``), held fixed, from ``d`` forward products ``A e_i``."""
+        precond = lax.stop_gradient(matrix_params[0])
+        fixed_params = (precond, *matrix_params[1:])
+        basis = jnp.eye(dim, dtype=jnp.result_type(float))
+        return jax.vmap(lambda e: fixed_hessian_image(precond, matvec(fixed_params, e)))(basis)
+
+    def structured_matvec(params, v):
+        """``A v = c h^2 C^T H C v`` from ``M = H C`` held fixed, with its gradient in ``(h, C)``.
+
+        With ``g = c h^2 (C^T M v + M^T C v - sg(C^T M v))`` (value ``A v``; derivative
+        ``c h^2 (dC^T H C + C^T H dC) v`` in ``C``, ``H`` being symmetric), ``sg(c h^2 C^T M v) + g - sg(g)`` is ``A v``
+        in value and gradient, without a reverse pass through a Hessian-vector product: the exact term's ``d``
+        products are taken forward only. (The gradient part uses ``M`` with its non-finite entries zeroed, so that a
+        non-finite ``A``, which the exact term reports as not converged, cannot make the gradient NaN.)
+        """
+        precond, hessian_columns = params
+        fixed_columns = lax.stop_gradient(hessian_columns)
+        safe_columns = jnp.where(jnp.isfinite(fixed_columns), fixed_columns, 0.0)
+        factor = curvature * precond.step_size**2
+        value = lax.stop_gradient(factor * precond.apply_transpose(v @ fixed_columns))  # M v: rows are H C e_i
+        inner = safe_columns.T @ v
+        g = factor * (precond.apply_transpose(inner) + safe_columns @ precond.apply(v)
+                      - lax.stop_gradient(precond.apply_transpose(inner)))
+        return value + g - lax.stop_gradient(g)
 
     def differentiable_log_det(precond, probe, estimate):
         """The roulette's ``log det(I - A)`` with the surrogate's gradient in ``(h, C)`` from forward products only.
