@@ -364,7 +364,10 @@ def speed_measure(
         expectation from ``d`` batched Hessian-vector products and a factorisation
         (:func:`mcmcvae.adaptation.logdet.exact_log_det_identity_minus`), with the same gradient path and no
         estimator variance; ``"auto"`` (default), exact up to ``EXACT_LOG_DET_MAX_DIM`` (= 4) dimensions, where it
-        is also the cheaper of the two on a CPU (results/profile-step.md), stochastic above.
+        is also the cheaper of the two on a CPU (results/profile-step.md), stochastic above. Either way the
+        Hessian-vector products are taken forward only: ``H`` is the Hessian at the fixed midpoint, so the term's
+        gradient in ``(h, C)`` is formed from ``H C v`` without a reverse pass (and is not taken in the log
+        density's context).
     **kernel_options
         Passed to ``algorithm.build_kernel``: for MALA and HMC ``stop_gradient_proposal_grad`` (ignore how
         ``grad U`` at the proposal moves with ``(h, C)``, the biased gradient of the paper's code; default full
