@@ -62,6 +62,33 @@ def test_cached_evaluation_reuses_only_equal_settings_and_returns_what_it_stores
     assert mv.results.cached_evaluation(path, {"epochs": (1, 3)}, evaluate, require=("missing",))["value"] == 3.0
 
 
+def test_a_damaged_cached_evaluation_is_evaluated_again_with_a_warning(tmp_path):
+    """A file cut short (a kill while it was written by an older version) is recomputed, not a crash on resume."""
+    path = tmp_path / "eval.json"
+    path.write_text('{"value": 1.0, "settings": {"epo')
+    with pytest.warns(UserWarning, match="not valid JSON; evaluating again"):
+        summary = mv.results.cached_evaluation(path, {"epochs": 1}, lambda: {"value": 2.0})
+    assert summary["value"] == 2.0 and json.loads(path.read_text())["value"] == 2.0
+
+
+def test_a_kill_while_writing_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    """Evaluations and results files are written to a temporary file and renamed: a kill before the rename
+    leaves the previous content intact."""
+    path = tmp_path / "eval.json"
+    mv.results.cached_evaluation(path, {"epochs": 1}, lambda: {"value": 1.0})
+    before = path.read_text()
+
+    def killed(*args):
+        raise KeyboardInterrupt  # the process dies between writing the temporary file and renaming it
+
+    monkeypatch.setattr("os.replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        mv.results.cached_evaluation(path, {"epochs": 2}, lambda: {"value": 2.0})
+    with pytest.raises(KeyboardInterrupt):
+        mv.results.write_results("x", [mv.results.row("x", "d", "m", "k", 1.0, 0.0, 1)], "# x", tmp_path)
+    assert path.read_text() == before and not (tmp_path / "x.json").exists()
+
+
 def test_machine_and_git_revision_stamps(tmp_path):
     import pathlib
 

@@ -24,10 +24,13 @@ import pathlib
 import platform
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
+
+from mcmcvae._files import write_atomic
 
 __all__ = ["row", "summarise", "write_results", "markdown_table", "cached_evaluation", "paired_difference",
            "SeedComparison", "compare_seeds", "verdict_sentence", "all_hold", "any_holds", "VERDICTS",
@@ -117,8 +120,8 @@ def write_results(name: str, rows: list[dict], markdown: str, out_dir=None) -> l
     directory = pathlib.Path(out_dir) if out_dir is not None else pathlib.Path.cwd() / "results"
     directory.mkdir(parents=True, exist_ok=True)
     json_path, md_path = directory / f"{name}.json", directory / f"{name}.md"
-    json_path.write_text(json.dumps(rows, indent=2) + "\n")
-    md_path.write_text(markdown.rstrip() + "\n")
+    write_atomic(json_path, json.dumps(rows, indent=2) + "\n")
+    write_atomic(md_path, markdown.rstrip() + "\n")
     return [json_path, md_path]
 
 
@@ -182,14 +185,18 @@ def cached_evaluation(path, settings: dict, evaluate: Callable[[], dict], *, req
     path = pathlib.Path(path)
     settings = json.loads(json.dumps(settings, default=_jsonable))  # compare as it is stored (tuples -> lists)
     if path.exists():
-        saved = json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError:  # damaged (e.g. cut short by a kill before writes were atomic): recompute
+            warnings.warn(f"{path} is not valid JSON; evaluating again and replacing it", stacklevel=2)
+            saved = {}
         if saved.get("settings") == settings and all(key in saved for key in require):
             return saved
     tic = time.perf_counter()
     summary = {**evaluate(), "settings": settings}
     summary["eval_seconds"] = time.perf_counter() - tic
     text = json.dumps(summary, indent=2, default=_jsonable)
-    path.write_text(text)
+    write_atomic(path, text)  # a kill while writing leaves no half file for the next run to trip over
     return json.loads(text)
 
 

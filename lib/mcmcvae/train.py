@@ -60,6 +60,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mcmcvae import methods as _methods
+from mcmcvae._files import write_atomic as _write_atomic
 from mcmcvae import models
 from mcmcvae.models import VAE, validate_images
 from mcmcvae.types import Batch
@@ -548,16 +549,6 @@ def _digest(step_dir: pathlib.Path) -> str | None:
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()
-
-
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    """Write a file so that a kill leaves either the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _truncate_metrics(run_dir: pathlib.Path, global_epoch: int) -> None:
