@@ -145,7 +145,14 @@ def _load(dataset, budget):
     return train, test[common.test_order(len(test))[:budget["test_images"]]]
 
 
-def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
+def run_part(dataset: str, *, quick: bool = False, out_dir=None, budget: str | None = None) -> dict | None:
+    """Train and evaluate every seed and method of one dataset; writes no results file.
+
+    Each run resumes from its checkpoints and keeps its evaluations beside it (``eval.json``, ``ais.json``), so
+    the datasets can run side by side, one process each (``run_part("mnist", budget="cpu")``), and across
+    sessions; :func:`run` then restores them and writes the results. Returns ``{"values", "per_image",
+    "checks"}`` keyed as :func:`run` uses them, or None where the dataset's files are missing.
+    """
     import jax
 
     import mcmcvae as mv
@@ -154,55 +161,72 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
 
     budget_name = common.budget_name(BUDGETS, quick, budget)
     budget = BUDGETS[budget_name]
+    if dataset not in budget["datasets"]:
+        raise ValueError(f"budget {budget_name!r} does not run {dataset!r}; its datasets: {budget['datasets']}")
     runs = common.runs_dir(NAME, out_dir) / budget_name
     figures = common.results_dir(out_dir) / "figures" / budget.get("results_name", NAME)  # a budget with files of its own
     figures.mkdir(parents=True, exist_ok=True)
+    values, per_image, checks = {}, {}, {}
+    try:
+        train, test = _load(dataset, budget)
+    except mv.data.DataNotFoundError:
+        return None
+    settings = DATASETS[dataset]
+    vae_epochs = budget["vae_epochs"] or settings["vae_epochs"]
+    model = mv.models.VAE(image_shape=train.shape[1:], latent_dim=settings["latent_dim"],
+                          likelihood=settings["likelihood"],
+                          likelihood_scale=mv.distributions.logistic_scale_from_variance(0.1))
+    lr = settings["learning_rate"]
+    mcmc_lr = mcmc_learning_rate(budget, dataset)
+    suffix = "" if mcmc_lr == lr else f"-mcmclr{mcmc_lr:g}"
+    if budget.get("seeds_at_once"):  # train every seed's runs as replicas first; the loop below restores them
+        _fit_seeds_at_once(budget_name, budget, dataset, model, train, lr, mcmc_lr, suffix, out_dir, quick)
+    for seed in budget["seeds"]:
+        pretrained, _, _ = mv.train.fit(model, [Phase(mv.methods.build("vae", learning_rate=lr), vae_epochs)],
+                                        train, run_dir=runs / f"{dataset}-pretrain-seed{seed}", seed=seed,
+                                        progress=not quick, extra_config={"dataset": dataset})
+        for row_name, method_name, options in (*METHODS, *VARIANTS):
+            chosen = budget.get("methods")
+            if (chosen is not None and row_name not in chosen) or (chosen is None and row_name in VARIANT_NAMES):
+                continue
+            method = mv.methods.build(method_name, **mv.methods.select_options(method_name, dict(
+                learning_rate=mcmc_lr, num_mcmc_steps=K, num_integration_steps=L, **options)))
+            result = _train_from(NAME, f"{budget_name}/{dataset}-{row_name}{suffix}", model, method,
+                                 budget["mcmc_epochs"], train, test, pretrained, seed=seed, budget=budget,
+                                 out_dir=out_dir, progress=not quick, dataset=dataset)
+            values.setdefault((dataset, row_name), []).append(result["test_log_likelihood"])
+            per_image.setdefault((dataset, row_name), []).append(np.asarray(result["per_image"], np.float64))
+            for key in ("ais", "importance_on_ais_images"):
+                values.setdefault((dataset, row_name, key), []).append(result[key])
+            if seed == budget["seeds"][0]:
+                if result["ais_check"] is not None:
+                    checks[(dataset, row_name)] = result["ais_check"]
+                run_dir = result["run_dir"]
+                plot_training_curves(f"{run_dir}/metrics.jsonl", figures / f"{dataset}-{row_name}-training.png")
+                z = model.sample_prior(jax.random.key(seed), result["params"], 64)
+                save_image_grid(np.asarray(model.mean_image(result["params"], z)),
+                                figures / f"{dataset}-{row_name}-samples.png", num_columns=8,
+                                title=f"{dataset} {row_name}: samples")
+    return {"values": values, "per_image": per_image, "checks": checks}
+
+
+def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
+    import mcmcvae as mv
+
+    budget_name = common.budget_name(BUDGETS, quick, budget)
+    budget = BUDGETS[budget_name]
     rows, unavailable, values, per_image, checks = [], [], {}, {}, {}
     for dataset in budget["datasets"]:
-        try:
-            train, test = _load(dataset, budget)
-        except mv.data.DataNotFoundError:
+        part = run_part(dataset, quick=quick, out_dir=out_dir, budget=budget_name)
+        if part is None:
             unavailable.append(dataset)
             for row_name, _, _ in METHODS:
                 rows.append(mv.results.row(NAME, dataset, row_name, "test_log_likelihood", None, None, 0,
                                            note="not run: data unavailable"))
             continue
-        settings = DATASETS[dataset]
-        vae_epochs = budget["vae_epochs"] or settings["vae_epochs"]
-        model = mv.models.VAE(image_shape=train.shape[1:], latent_dim=settings["latent_dim"],
-                              likelihood=settings["likelihood"],
-                              likelihood_scale=mv.distributions.logistic_scale_from_variance(0.1))
-        lr = settings["learning_rate"]
-        mcmc_lr = mcmc_learning_rate(budget, dataset)
-        suffix = "" if mcmc_lr == lr else f"-mcmclr{mcmc_lr:g}"
-        if budget.get("seeds_at_once"):  # train every seed's runs as replicas first; the loop below restores them
-            _fit_seeds_at_once(budget_name, budget, dataset, model, train, lr, mcmc_lr, suffix, out_dir, quick)
-        for seed in budget["seeds"]:
-            pretrained, _, _ = mv.train.fit(model, [Phase(mv.methods.build("vae", learning_rate=lr), vae_epochs)],
-                                            train, run_dir=runs / f"{dataset}-pretrain-seed{seed}", seed=seed,
-                                            progress=not quick, extra_config={"dataset": dataset})
-            for row_name, method_name, options in (*METHODS, *VARIANTS):
-                chosen = budget.get("methods")
-                if (chosen is not None and row_name not in chosen) or (chosen is None and row_name in VARIANT_NAMES):
-                    continue
-                method = mv.methods.build(method_name, **mv.methods.select_options(method_name, dict(
-                    learning_rate=mcmc_lr, num_mcmc_steps=K, num_integration_steps=L, **options)))
-                result = _train_from(NAME, f"{budget_name}/{dataset}-{row_name}{suffix}", model, method,
-                                     budget["mcmc_epochs"], train, test, pretrained, seed=seed, budget=budget,
-                                     out_dir=out_dir, progress=not quick, dataset=dataset)
-                values.setdefault((dataset, row_name), []).append(result["test_log_likelihood"])
-                per_image.setdefault((dataset, row_name), []).append(np.asarray(result["per_image"], np.float64))
-                for key in ("ais", "importance_on_ais_images"):
-                    values.setdefault((dataset, row_name, key), []).append(result[key])
-                if seed == budget["seeds"][0]:
-                    if result["ais_check"] is not None:
-                        checks[(dataset, row_name)] = result["ais_check"]
-                    run_dir = result["run_dir"]
-                    plot_training_curves(f"{run_dir}/metrics.jsonl", figures / f"{dataset}-{row_name}-training.png")
-                    z = model.sample_prior(jax.random.key(seed), result["params"], 64)
-                    save_image_grid(np.asarray(model.mean_image(result["params"], z)),
-                                    figures / f"{dataset}-{row_name}-samples.png", num_columns=8,
-                                    title=f"{dataset} {row_name}: samples")
+        values.update(part["values"])
+        per_image.update(part["per_image"])
+        checks.update(part["checks"])
     metrics = {None: "test_log_likelihood", "ais": "test_log_likelihood_ais",
                "importance_on_ais_images": "test_log_likelihood_importance_on_ais_images"}
     for (dataset, row_name, *key), per_seed in values.items():

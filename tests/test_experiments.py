@@ -450,3 +450,12 @@ def test_hvae_mnist_has_no_cpu_budget(tmp_path):
     with pytest.raises(ValueError, match="unknown budget 'cpu'.*paper, quick"):
         hvae_mnist.run(budget="cpu", out_dir=tmp_path)
     assert not (tmp_path / "runs").exists()
+
+
+def test_table1_part_refuses_a_dataset_its_budget_does_not_run(tmp_path):
+    """run_part trains one dataset of a budget (so datasets can run side by side); any other is an error."""
+    module = runner.load("table1-loglik")
+    with pytest.raises(ValueError, match="does not run 'svhn'; its datasets: \\('mnist', 'fashion_mnist'\\)"):
+        module.run_part("svhn", budget="cpu", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown budget 'cpu-typo'"):
+        module.run_part("mnist", budget="cpu-typo", out_dir=tmp_path)
