@@ -60,8 +60,8 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mcmcvae import methods as _methods
-from mcmcvae._files import write_atomic as _write_atomic
 from mcmcvae import models
+from mcmcvae._files import write_atomic as _write_atomic
 from mcmcvae.models import VAE, validate_images
 from mcmcvae.types import Batch
 
