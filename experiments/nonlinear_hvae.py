@@ -50,7 +50,8 @@ QUICK = {"vae_epochs": 1, "mcmc_epochs": 1, "methods": ("vae", "gradmala"), "cas
 # about 30 s and a gradhmc epoch about 100 s; one two-layer case and seed about 30 min of training alone, and AIS
 # on 1000 images with its check as long again): the paper's hVAE phase, 3 of its 10 MCMC epochs, S = 1000 on 5000
 # random test images, AIS on 1000 of them with 100 temperatures, KID on 1000, 5 seeds. A GPU's job at 5 seeds.
-# The cases are independent, so they can run side by side (``run_case``) and the final invocation reuses them.
+# The cases are independent, so they can run side by side (``run_part``; ``run.py nonlinear-hvae --workers N``)
+# and the final invocation reuses them.
 CPU = {**FULL, "mcmc_epochs": 3, "num_samples": 1000, "test_images": 5000, "kid_images": 1000,
        "kid_subset_size": 500, "ais_images": 1000, "ais_temperatures": 100}
 BUDGETS = {"paper": FULL, "cpu": CPU, "quick": QUICK}
@@ -79,7 +80,16 @@ def _copy(tree):
     return jax.tree_util.tree_map(jnp.array, tree)  # the trainer donates the parameters it is given
 
 
-def run_case(dataset: str, num_layers: int, seed: int = 0, *, quick: bool = False, out_dir=None,
+def parts(*, quick: bool = False, budget: str | None = None) -> tuple[str, list[dict]]:
+    """The budget's name and its parts, one per seed and case (seed by seed): ``run.py nonlinear-hvae --workers
+    N`` runs them side by side (:func:`run_part`), then :func:`run` collects them."""
+    budget_name = common.budget_name(BUDGETS, quick, budget)
+    budget = BUDGETS[budget_name]
+    return budget_name, [{"dataset": dataset, "num_layers": num_layers, "seed": seed}
+                         for seed in budget["seeds"] for dataset, num_layers in budget["cases"]]
+
+
+def run_part(dataset: str, num_layers: int, seed: int = 0, *, quick: bool = False, out_dir=None,
              budget: str | None = None) -> list[dict]:
     """Train and evaluate every method on one dataset, depth and seed; returns result rows."""
     import jax
@@ -212,7 +222,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     seed_rows, cases = [], list(budget["cases"])
     for i, (dataset, num_layers) in enumerate(cases):
         for seed in budget["seeds"]:
-            seed_rows += run_case(dataset, num_layers, seed, out_dir=out_dir, budget=budget_name)
+            seed_rows += run_part(dataset, num_layers, seed, out_dir=out_dir, budget=budget_name)
         # written after every case, so a long run that is stopped still leaves what it finished, marked as partial
         rows = summarise(seed_rows)
         found = verdicts(rows)

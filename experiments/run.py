@@ -1,4 +1,4 @@
-"""Run one reproduction: ``python experiments/run.py NAME [--budget B] [--quick] [--out DIR]``.
+"""Run one reproduction: ``python experiments/run.py NAME [--budget B] [--quick] [--out DIR] [--workers N]``.
 
 ``python experiments/run.py list`` lists them with their one-line descriptions. Run it from the repository root:
 an experiment writes ``results/NAME.json`` (rows in the public schema) and ``results/NAME.md`` under the current
@@ -10,6 +10,15 @@ An experiment is any module in this folder that defines, at its top level, ``DES
 such as ``paper`` or ``cpu``; ``--quick`` is the tiny budget every experiment has, the one the tests run). Its
 name is the file's stem with ``-`` for ``_`` (``table1_loglik.py`` is ``table1-loglik``), so a new experiment is
 one new file. Experiments import their neighbours by module name (``import common``): this folder is on the path.
+
+A long experiment can also split into independent parts: ``parts(*, quick, budget)`` returns the budget's name and
+one dict of keyword arguments per part, and ``run_part(**part, budget=..., out_dir=...)`` trains and evaluates one
+part, keeping what it computes under ``runs/`` and writing no results file. ``--workers N`` then runs the parts in
+N processes side by side, each on its own share of the CPU cores (one core each: XLA's CPU backend single-threaded,
+which is faster per core than two processes contending for every core), marks each finished part under
+``runs/NAME/BUDGET/parts/`` (with its log beside it) so that a later invocation skips it, and finally runs the
+experiment itself, which restores the parts' runs and writes the results. Killed at any point, the same command
+resumes: parts restart from their checkpoints and cached evaluations.
 """
 
 from __future__ import annotations
@@ -19,8 +28,12 @@ import ast
 import difflib
 import importlib
 import inspect
+import json
+import os
 import pathlib
+import subprocess
 import sys
+import time
 from types import ModuleType
 from typing import NamedTuple
 
@@ -103,6 +116,113 @@ def run(name: str, *, quick: bool = False, out_dir=None, budget: str | None = No
     return module.run(quick=False, out_dir=out_dir, budget=budget)
 
 
+def has_parts(module: ModuleType) -> bool:
+    """Whether an experiment module splits into parts that can run side by side (``parts`` and ``run_part``)."""
+    return callable(getattr(module, "parts", None)) and callable(getattr(module, "run_part", None))
+
+
+def _label(part: dict) -> str:
+    """A part's name in file names: ``dataset-mnist_seed-3``."""
+    return "_".join(f"{key}-{value}" for key, value in part.items())
+
+
+def _core_groups(workers: int, cores=None) -> list[list[int]]:
+    """The CPU cores of each worker: the available cores dealt out in turn (a worker gets at least one)."""
+    if cores is None:  # the cores this process may use (every core where the platform cannot pin: not Linux)
+        cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = sorted(cores)
+    return [cores[i::workers] or [cores[i % len(cores)]] for i in range(workers)]
+
+
+def run_one_part(name: str, index: int, *, budget: str, out_dir=None, directory=HERE) -> dict:
+    """Run part ``index`` of experiment ``name`` at ``budget`` in this process and mark it done; returns the part."""
+    module = load(name, directory)
+    budget_name, parts = module.parts(budget=budget)
+    part = parts[index]
+    tic = time.perf_counter()
+    module.run_part(**part, budget=budget_name, out_dir=out_dir)
+    folder = _parts_dir(module, budget_name, out_dir)
+    marker = folder / f"{_label(part)}.done"
+    temporary = marker.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"part": part, "minutes": (time.perf_counter() - tic) / 60}) + "\n")
+    temporary.replace(marker)
+    return part
+
+
+def _parts_dir(module: ModuleType, budget_name: str, out_dir) -> pathlib.Path:
+    base = pathlib.Path(out_dir) / "runs" if out_dir is not None else pathlib.Path.cwd() / "runs"
+    folder = base / module.NAME / budget_name / "parts"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def run_parts(name: str, *, workers: int, quick: bool = False, out_dir=None, budget: str | None = None,
+              directory=HERE, poll_seconds: float = 5.0, cores=None) -> list:
+    """Run experiment ``name``'s unfinished parts in ``workers`` processes side by side, then the experiment
+    itself (which collects them); returns the paths it wrote.
+
+    A part that fails stops the scheduling of new ones; those running are let finish, and the error names the
+    failed parts and their logs. Nothing is collected until every part has finished.
+    """
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
+    module = load(name, directory)
+    if not has_parts(module):
+        raise ValueError(f"experiment {name!r} does not split into parts; run it without --workers")
+    if quick and budget is not None:
+        raise ValueError(f"--quick is a budget of its own; give either --quick or --budget {budget}")
+    budget_name, parts = module.parts(quick=quick, budget=budget)
+    folder = _parts_dir(module, budget_name, out_dir)
+    pending = [(i, p) for i, p in enumerate(parts) if not (folder / f"{_label(p)}.done").exists()]
+    print(f"{name} --budget {budget_name}: {len(parts) - len(pending)} of {len(parts)} parts already done; "
+          f"running {len(pending)} in {min(workers, max(len(pending), 1))} processes", flush=True)
+    free = _core_groups(workers, cores)
+    running, failed = {}, []
+    try:
+        while pending or running:
+            while pending and free and not failed:
+                index, part = pending.pop(0)
+                group = free.pop(0)
+                env = dict(os.environ)
+                if len(group) == 1:  # one core: XLA's CPU backend single-threaded, as measured fastest per core
+                    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                                        "intra_op_parallelism_threads=1").strip()
+                code = (f"import os, sys; hasattr(os, 'sched_setaffinity') and os.sched_setaffinity(0, {group!r}); "
+                        f"sys.path.insert(0, {str(HERE)!r}); "
+                        f"import run; run.run_one_part({name!r}, {index}, budget={budget_name!r}, "
+                        f"out_dir={None if out_dir is None else str(out_dir)!r}, directory={str(directory)!r})")
+                log = folder / f"{_label(part)}.log"
+                with open(log, "a") as handle:
+                    handle.write(f"--- started {time.strftime('%Y-%m-%d %H:%M:%S')} on cores {group}\n")
+                    handle.flush()
+                    process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=handle,
+                                               stderr=subprocess.STDOUT)
+                running[process] = (part, group, log, time.perf_counter())
+                print(f"  started {_label(part)} on cores {group} (log: {log})", flush=True)
+            if not running:
+                break
+            time.sleep(poll_seconds)
+            for process in [p for p in running if p.poll() is not None]:
+                part, group, log, tic = running.pop(process)
+                free.append(group)
+                minutes = (time.perf_counter() - tic) / 60
+                if process.returncode == 0:
+                    print(f"  finished {_label(part)} in {minutes:.1f} min", flush=True)
+                else:
+                    failed.append(f"{_label(part)} (exit status {process.returncode}; log: {log})")
+                    print(f"  FAILED {failed[-1]}", flush=True)
+    finally:  # interrupted (Ctrl-C, an error here): the parts still running stop, to resume next time
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.wait()
+    if failed:
+        raise RuntimeError(f"{len(failed)} part(s) of {name} failed, so nothing was collected: "
+                           + "; ".join(failed) + ". Fix the cause and run the same command again: finished parts "
+                           "are skipped and the failed ones resume from their checkpoints.")
+    return run(name, quick=quick, out_dir=out_dir, budget=None if quick else budget, directory=directory)
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Run one reproduction (writes results/NAME.json and "
                                      "results/NAME.md), or list them: python experiments/run.py list")
@@ -113,6 +233,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
     parser.add_argument("--out", type=pathlib.Path, default=None,
                         help="directory for the results files (default: results/ under the current directory)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="for experiments that split into parts: run the unfinished parts in this many "
+                             "processes side by side, each on its share of the CPU cores, then collect them "
+                             "(resumable: run the same command again after an interruption)")
     return parser
 
 
@@ -121,17 +245,24 @@ def main(argv=None, *, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.name == "list":
-            if args.budget is not None or args.quick or args.out is not None:
+            if args.budget is not None or args.quick or args.out is not None or args.workers is not None:
                 raise ValueError("list takes no options")
             experiments = discover()
             width = max(len(name) for name in experiments)
             for experiment in experiments.values():
                 print(f"{experiment.name:<{width}}  {experiment.description}")
             return 0
-        paths = run(args.name, quick=args.quick, out_dir=args.out, budget=args.budget)
+        if args.workers is None:
+            paths = run(args.name, quick=args.quick, out_dir=args.out, budget=args.budget)
+        else:
+            paths = run_parts(args.name, workers=args.workers, quick=args.quick, out_dir=args.out,
+                              budget=args.budget)
     except (ValueError, FileNotFoundError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

@@ -145,6 +145,13 @@ def _load(dataset, budget):
     return train, test[common.test_order(len(test))[:budget["test_images"]]]
 
 
+def parts(*, quick: bool = False, budget: str | None = None) -> tuple[str, list[dict]]:
+    """The budget's name and its parts, one per dataset: ``run.py table1-loglik --workers N`` runs them side by
+    side (:func:`run_part`), then :func:`run` collects them."""
+    budget_name = common.budget_name(BUDGETS, quick, budget)
+    return budget_name, [{"dataset": dataset} for dataset in BUDGETS[budget_name]["datasets"]]
+
+
 def run_part(dataset: str, *, quick: bool = False, out_dir=None, budget: str | None = None) -> dict | None:
     """Train and evaluate every seed and method of one dataset; writes no results file.
 

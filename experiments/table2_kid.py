@@ -61,6 +61,15 @@ LATENT_DIM = 10
 K, L = 10, 2
 
 
+def parts(*, quick: bool = False, budget: str | None = None) -> tuple[str, list[dict]]:
+    """The budget's name and its parts, one per seed and dataset (seed by seed): ``run.py table2-kid --workers N``
+    runs them side by side (:func:`run_part`), then :func:`run` collects them."""
+    budget_name = common.budget_name(BUDGETS, quick, budget)
+    budget = BUDGETS[budget_name]
+    return budget_name, [{"dataset": dataset, "seed": seed} for seed in budget["seeds"]
+                         for dataset in budget["datasets"]]
+
+
 def run_part(dataset: str, seed: int, *, quick: bool = False, out_dir=None, budget: str | None = None) -> dict:
     """Train and evaluate every method on one dataset and seed; returns ``{row name: KID summary}``.
 

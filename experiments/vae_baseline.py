@@ -36,26 +36,47 @@ BUDGETS = {
 PUBLISHED = {"fixed_stochastic": -111.20}
 
 
-def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
+def _model():
+    return mv.models.VAE(image_shape=(28, 28, 1), latent_dim=10, hidden_sizes=(200, 200))
+
+
+def parts(*, quick: bool = False, budget: str | None = None) -> tuple[str, list[dict]]:
+    """The budget's name and its parts, one per seed and binarisation (seed by seed): ``run.py vae-baseline
+    --workers N`` runs them side by side (:func:`run_part`), then :func:`run` collects them."""
+    budget_name = common.budget_name(BUDGETS, quick, budget, default="full")
+    budget = BUDGETS[budget_name]
+    return budget_name, [{"binarization": binarization, "seed": seed} for seed in budget["seeds"]
+                         for binarization in budget["binarizations"]]
+
+
+def run_part(binarization: str, seed: int, *, quick: bool = False, out_dir=None, budget: str | None = None) -> dict:
+    """Train and evaluate one seed on one binarisation (resuming from its checkpoints and cached evaluation);
+    returns :func:`common.train_and_evaluate`'s summary with the parameters."""
     from mcmcvae.train import Phase
 
     budget_name = common.budget_name(BUDGETS, quick, budget, default="full")
     budget = BUDGETS[budget_name]
-    model = mv.models.VAE(image_shape=(28, 28, 1), latent_dim=10, hidden_sizes=(200, 200))
+    if binarization not in budget["binarizations"]:
+        raise ValueError(f"unknown binarisation {binarization!r}; choose one of {', '.join(budget['binarizations'])}")
+    train = common.load_binary("mnist", "train", binarization, num_images=budget["train_size"])
+    test = common.load_binary("mnist", "test", binarization, num_images=budget["test_images"], random_sample=True)
+    tag = "vae" if binarization == "threshold" else f"vae-{binarization}"
+    phases = [Phase(mv.methods.build("vae", learning_rate=1e-3), budget["epochs"])]
+    return common.train_and_evaluate(
+        NAME, tag, _model(), phases, train, test, seed=seed, num_samples=budget["num_samples"], out_dir=out_dir,
+        progress=budget_name != "quick",
+        extra_config={"dataset": "mnist", **({} if binarization == "threshold" else {"binarization": binarization})})
+
+
+def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
+    budget_name = common.budget_name(BUDGETS, quick, budget, default="full")
+    budget, quick = BUDGETS[budget_name], budget_name == "quick"
+    model = _model()
     rows, body, sections, times = [], [], [], []
     for binarization in budget["binarizations"]:
-        train = common.load_binary("mnist", "train", binarization, num_images=budget["train_size"])
         test = common.load_binary("mnist", "test", binarization, num_images=budget["test_images"],
                                   random_sample=True)
-        tag = "vae" if binarization == "threshold" else f"vae-{binarization}"
-        results = []
-        for seed in budget["seeds"]:
-            phases = [Phase(mv.methods.build("vae", learning_rate=1e-3), budget["epochs"])]
-            results.append(common.train_and_evaluate(
-                NAME, tag, model, phases, train, test, seed=seed, num_samples=budget["num_samples"],
-                out_dir=out_dir, progress=not quick,
-                extra_config={"dataset": "mnist", **({} if binarization == "threshold"
-                                                     else {"binarization": binarization})}))
+        results = [run_part(binarization, seed, out_dir=out_dir, budget=budget_name) for seed in budget["seeds"]]
         values = [r["test_log_likelihood"] for r in results]
         mean, std = mv.results.summarise(values)
         # The test ELBO of the same parameters: importance sampling must land above it, and not far above.

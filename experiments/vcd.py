@@ -177,7 +177,16 @@ def _rates_text(budget: dict, rates: dict) -> str:
     return "; the MCMC phase's learning rate: " + "; ".join(parts)
 
 
-def run_case(dataset: str, binarization: str, seed: int, *, quick: bool = False, out_dir=None,
+def parts(*, quick: bool = False, budget: str | None = None) -> tuple[str, list[dict]]:
+    """The budget's name and its parts, one per seed and case (seed by seed): ``run.py vcd --workers N`` runs them
+    side by side (:func:`run_part`), then :func:`run` collects them."""
+    budget_name = common.budget_name(BUDGETS, quick, budget)
+    budget = BUDGETS[budget_name]
+    return budget_name, [{"dataset": dataset, "binarization": binarization, "seed": seed}
+                         for seed in budget["seeds"] for dataset, binarization in budget["cases"]]
+
+
+def run_part(dataset: str, binarization: str, seed: int, *, quick: bool = False, out_dir=None,
              budget: str | None = None) -> list[dict]:
     """Train and evaluate every method on one dataset, binarisation and seed; returns its result rows (two per
     method, one per protocol).
@@ -293,7 +302,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     budget_name = common.budget_name(BUDGETS, quick, budget)
     budget, quick = BUDGETS[budget_name], budget_name == "quick"
     seed_rows = [row for dataset, binarization in budget["cases"] for seed in budget["seeds"]
-                 for row in run_case(dataset, binarization, seed, out_dir=out_dir, budget=budget_name)]
+                 for row in run_part(dataset, binarization, seed, out_dir=out_dir, budget=budget_name)]
     rows = summarise(seed_rows)
     found = verdicts(rows, "test_log_likelihood_vcd_protocol")
     rows += [mv.results.row(NAME, v["dataset"], v["claim"], "verdict", None, None, v["comparison"].num_seeds,

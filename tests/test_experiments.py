@@ -2,7 +2,9 @@
 finds them, and refuses unknown names and budgets clearly."""
 
 import importlib.util
+import inspect
 import json
+import os
 import pathlib
 
 import pytest
@@ -459,3 +461,119 @@ def test_table1_part_refuses_a_dataset_its_budget_does_not_run(tmp_path):
         module.run_part("svhn", budget="cpu", out_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown budget 'cpu-typo'"):
         module.run_part("mnist", budget="cpu-typo", out_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------- parts
+PARTS_EXPERIMENT = '''
+import json
+import os
+import pathlib
+
+DESCRIPTION = "three parts, run side by side, then collected"
+NAME = "three-parts"
+
+
+def parts(*, quick=False, budget=None):
+    return ("quick" if quick else budget or "small"), [{"letter": "a"}, {"letter": "b"}, {"letter": "c"}]
+
+
+def run_part(letter, *, quick=False, out_dir=None, budget=None):
+    if letter == os.environ.get("THREE_PARTS_FAIL"):
+        raise RuntimeError("part " + letter + " broke")
+    folder = pathlib.Path(out_dir) / "made"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / (letter + ".txt"), "a") as handle:  # one line per time the part ran
+        handle.write(json.dumps({"budget": budget, "cores": sorted(os.sched_getaffinity(0)),
+                                 "xla_flags": os.environ.get("XLA_FLAGS", "")}) + "\\n")
+
+
+def run(*, quick=False, out_dir=None, budget=None):
+    made = sorted(p.name for p in (pathlib.Path(out_dir) / "made").glob("*.txt"))
+    path = pathlib.Path(out_dir) / "three-parts.json"
+    path.write_text(json.dumps({"made": made, "budget": budget}))
+    return [path]
+'''
+
+
+@pytest.fixture
+def parts_experiment(tmp_path, monkeypatch):
+    """A folder holding one experiment that splits into three parts (a fresh module name per test)."""
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    stem = f"three_parts_{tmp_path.name.replace('-', '_')}"
+    (folder / f"{stem}.py").write_text(PARTS_EXPERIMENT)
+    monkeypatch.delenv("THREE_PARTS_FAIL", raising=False)
+    return folder, stem.replace("_", "-")
+
+
+def test_workers_run_each_part_once_on_its_own_core_then_collect(parts_experiment, tmp_path):
+    """--workers runs every part in a process of its own, pinned to its share of the cores (one core: XLA's CPU
+    backend single-threaded), marks it done, then runs the experiment, which finds every part's output; run
+    again, it skips the finished parts and only collects."""
+    folder, name = parts_experiment
+    out = tmp_path / "out"
+    cores = sorted(os.sched_getaffinity(0))[:1] * 2  # two workers, each given one core
+    paths = runner.run_parts(name, workers=2, out_dir=out, budget="small", directory=folder, poll_seconds=0.1,
+                             cores=cores)
+    assert json.loads(paths[0].read_text()) == {"made": ["a.txt", "b.txt", "c.txt"], "budget": "small"}
+    for letter in "abc":
+        runs = [json.loads(line) for line in (out / "made" / f"{letter}.txt").read_text().splitlines()]
+        assert len(runs) == 1 and runs[0]["budget"] == "small" and runs[0]["cores"] == cores[:1]
+        assert "--xla_cpu_multi_thread_eigen=false" in runs[0]["xla_flags"]
+        marker = json.loads((out / "runs" / "three-parts" / "small" / "parts" / f"letter-{letter}.done").read_text())
+        assert marker["part"] == {"letter": letter}
+    (out / "three-parts.json").unlink()
+    runner.run_parts(name, workers=2, out_dir=out, budget="small", directory=folder, poll_seconds=0.1, cores=cores)
+    assert (out / "three-parts.json").exists()
+    assert all(len((out / "made" / f"{letter}.txt").read_text().splitlines()) == 1 for letter in "abc")
+
+
+def test_a_failed_part_stops_the_collection_and_names_its_log(parts_experiment, tmp_path, monkeypatch):
+    """A part that raises is reported with its log, which holds the traceback; nothing is collected, the parts
+    that finished are kept, and the same command run again does only what is left."""
+    folder, name = parts_experiment
+    out = tmp_path / "out"
+    monkeypatch.setenv("THREE_PARTS_FAIL", "b")
+    with pytest.raises(RuntimeError, match=r"1 part\(s\) of .* failed, so nothing was collected: letter-b "
+                                           r"\(exit status 1; log: .*letter-b.log\)"):
+        runner.run_parts(name, workers=1, out_dir=out, budget="small", directory=folder, poll_seconds=0.1)
+    log = out / "runs" / "three-parts" / "small" / "parts" / "letter-b.log"
+    assert "RuntimeError: part b broke" in log.read_text()
+    assert not (out / "three-parts.json").exists()
+    assert sorted(p.name for p in (out / "made").glob("*.txt")) == ["a.txt"]  # one worker: c never started
+    monkeypatch.delenv("THREE_PARTS_FAIL")
+    runner.run_parts(name, workers=1, out_dir=out, budget="small", directory=folder, poll_seconds=0.1)
+    assert json.loads((out / "three-parts.json").read_text())["made"] == ["a.txt", "b.txt", "c.txt"]
+    assert len((out / "made" / "a.txt").read_text().splitlines()) == 1
+
+
+def test_workers_are_refused_where_they_mean_nothing(capsys):
+    """--workers needs an experiment with parts and at least one worker; list takes no options."""
+    assert runner.main(["benchmark", "--workers", "2"]) == 2
+    assert "experiment 'benchmark' does not split into parts; run it without --workers" in capsys.readouterr().err
+    assert runner.main(["table1-loglik", "--budget", "cpu", "--workers", "0"]) == 2
+    assert "--workers must be at least 1, not 0" in capsys.readouterr().err
+    assert runner.main(["list", "--workers", "2"]) == 2
+    assert "list takes no options" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, budget, expected", [
+    ("table1-loglik", "cpu", [{"dataset": "mnist"}, {"dataset": "fashion_mnist"}]),
+    ("table2-kid", "cpu", [{"dataset": d, "seed": s} for s in range(5) for d in ("mnist", "fashion_mnist")]),
+    ("vae-baseline", "full", [{"binarization": b, "seed": s} for s in range(5)
+                              for b in ("threshold", "fixed_stochastic")]),
+    ("vcd", "cpu", [{"dataset": d, "binarization": b, "seed": s} for s in range(5)
+                    for d, b in (("mnist", "threshold"), ("mnist", "fixed_stochastic"),
+                                 ("fashion_mnist", "threshold"))]),
+    ("nonlinear-hvae", "cpu", [{"dataset": d, "num_layers": n, "seed": s} for s in range(5)
+                               for d, n in (("mnist", 2), ("fashion_mnist", 2), ("mnist", 3), ("mnist", 4))]),
+])
+def test_decided_budgets_split_into_every_seed_and_case(name, budget, expected):
+    """The decided budgets' parts cover every seed and case once, seed by seed, and each is a valid call of the
+    experiment's run_part."""
+    module = runner.load(name)
+    budget_name, parts = module.parts(budget=budget)
+    assert budget_name == budget and parts == expected
+    signature = inspect.signature(module.run_part)
+    for part in parts:
+        signature.bind(**part, budget=budget_name, out_dir=None)

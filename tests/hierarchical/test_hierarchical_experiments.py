@@ -66,7 +66,7 @@ def test_nonlinear_hvae_budgets_cut_only_what_they_say(tmp_path):
     with pytest.raises(ValueError, match="unknown budget 'gpu'.*paper, cpu, quick"):
         nonlinear_hvae.run(budget="gpu", out_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown budget 'gpu'"):
-        nonlinear_hvae.run_case("mnist", 2, budget="gpu", out_dir=tmp_path)
+        nonlinear_hvae.run_part("mnist", 2, budget="gpu", out_dir=tmp_path)
 
 
 def test_nonlinear_hvae_results_say_which_cases_are_still_to_run():
