@@ -156,7 +156,7 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                                        num_subsets=first["num_subsets"], resize_to=first["resize_to"],
                                        train_seconds=[r["train_seconds"] for r in results],
                                        kid_seconds=[r["eval_seconds"] for r in results],
-                                       budget=budget_name, quick=quick))
+                                       samples=first["samples"], budget=budget_name, quick=quick))
     for dataset in budget["datasets"]:
         per_seed = {r["method"]: r["per_seed"] for r in rows if r["dataset"] == dataset and r["value"] is not None}
         for (a, b), c in kid_comparisons(per_seed).items():

@@ -74,8 +74,8 @@ def _per_point_control_variates(rows, text):
 
 
 def _binary_kid(rows, text):
-    assert "binary" in text and all(r.get("samples") == "binary" for r in rows
-                                    if r["metric"] == "kid" and r["value"] is not None and "samples" in r)
+    kids = [r for r in rows if r["metric"] == "kid" and r["value"] is not None]
+    assert "binary" in text and kids and all(r.get("samples") == "binary" for r in kids)
 
 
 QUICK_CHECKS = {
