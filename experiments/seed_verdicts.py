@@ -33,6 +33,26 @@ def _rows(name: str, source_dir) -> list[dict]:
     return json.loads(path.read_text())
 
 
+def describe(rows: list[dict]) -> str:
+    """What a results file's claims rest on, read from its rows: seeds, and the test images of each estimator
+    (rows written before the experiments recorded their sample scored the first test images)."""
+    seeds = sorted({r["num_seeds"] for r in rows if r.get("value") is not None and r.get("num_seeds")})
+    parts = [f"{'/'.join(map(str, seeds))} seeds"]
+    labels = {"test_log_likelihood": "importance sampling", "test_log_likelihood_ais": "AIS", "kid": "KID"}
+    for metric, label in labels.items():
+        found = [r for r in rows if r["metric"] == metric and r.get("value") is not None]
+        if not found:
+            continue
+        sizes = sorted({r["num_images"] for r in found if r.get("num_images")})
+        if "test_sample_seed" in found[0]:
+            sample = "/".join(map(str, sizes))
+            where = f"a random {sample} of the test images (fixed seed {found[0]['test_sample_seed']})"
+        else:
+            where = "the first test images (the file predates random samples; its own page says how many)"
+        parts.append(f"{label} on {where}")
+    return "; ".join(parts)
+
+
 def verdict_rows(source_dir=RESULTS) -> tuple[list[dict], list[str]]:
     """Result rows (metric ``verdict``) and the Markdown lines of every claim, from the files in ``source_dir``."""
     rows, lines = [], []
@@ -44,6 +64,7 @@ def verdict_rows(source_dir=RESULTS) -> tuple[list[dict], list[str]]:
 
     table1 = _rows("table1-loglik", source_dir)
     lines.append("## table1-loglik: the criterion, from the committed file's per-seed values\n")
+    lines.append(f"The file: {describe(table1)}.\n")
     for dataset in dict.fromkeys(r["dataset"] for r in table1 if r["value"] is not None):
         for estimator in ("ais", "importance"):
             result = table1_loglik.criterion(table1, dataset, estimator)
@@ -58,6 +79,7 @@ def verdict_rows(source_dir=RESULTS) -> tuple[list[dict], list[str]]:
                 lines.append(f"  - {mv.results.verdict_sentence(f'{m} beats {r}', c)}")
     variant = _rows("table1-loglik-variant", source_dir)
     lines.append("\n## table1-loglik-variant: gradhmc-lt-da (not one of the paper's methods)\n")
+    lines.append(f"The file: {describe(variant)}.\n")
     for estimator, metric in (("ais", "test_log_likelihood_ais"), ("importance", "test_log_likelihood")):
         values = table1_loglik.per_seed_values(variant, "mnist", metric)
         claims = [("gradhmc-lt-da", m) for m in (*table1_loglik.RIVALS, *table1_loglik.SPEED_MEASURE)]
@@ -70,6 +92,7 @@ def verdict_rows(source_dir=RESULTS) -> tuple[list[dict], list[str]]:
     compared = ("binary samples against binary test images" if any(r.get("samples") == "binary" for r in table2)
                 else "grey decoded means against binary test images")  # the files written before rows said so
     lines.append(f"\n## table2-kid: lower KID (the committed file's KID: {compared})\n")
+    lines.append(f"The file: {describe(table2)}.\n")
     for dataset in dict.fromkeys(r["dataset"] for r in table2 if r["value"] is not None):
         per_seed = {r["method"]: r["per_seed"] for r in table2
                     if r["dataset"] == dataset and r["metric"] == "kid" and r["value"] is not None}
@@ -92,9 +115,9 @@ nothing). {'**Quick run** (the same computation).' if quick else ''}
 Each claim is tested on the per-seed values of the two methods, paired by seed (every method of a seed starts
 from that seed's pre-trained VAE), with the 95% t interval of the mean difference on n - 1 degrees of freedom
 (`mv.results.compare_seeds`): **holds** when the interval lies above 0, **fails** when below, **not resolved**
-when it contains 0. The files hold 3 seeds (2 degrees of freedom), so only large or steady differences resolve;
-their budgets and test images are as each file states (the first 1000 test images, AIS on the first 100; the
-code now uses random samples and 5 seeds). Of {len(rows)} comparisons: {counts['holds']} hold,
+when it contains 0. With few seeds only large or steady differences resolve (3 seeds leave 2 degrees of freedom,
+t = 4.30; 5 seeds leave 4, t = 2.78). Each section says what its file rests on; budgets are as each file states.
+Of {len(rows)} comparisons: {counts['holds']} hold,
 {counts['fails']} fail, {counts['not resolved']} are not resolved.
 
 {chr(10).join(lines)}
