@@ -150,8 +150,12 @@ def run_one_part(name: str, index: int, *, budget: str, out_dir=None, directory=
 
 
 def _parts_dir(module: ModuleType, budget_name: str, out_dir) -> pathlib.Path:
-    base = pathlib.Path(out_dir) / "runs" if out_dir is not None else pathlib.Path.cwd() / "runs"
-    folder = base / module.NAME / budget_name / "parts"
+    """Where a budget's part markers and logs go: ``parts/`` beside the experiment's runs of that budget."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import common  # imported here, not at the top: listing the experiments imports nothing heavy
+
+    folder = common.runs_dir(module.NAME, out_dir) / budget_name / "parts"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
