@@ -156,7 +156,8 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                                        num_subsets=first["num_subsets"], resize_to=first["resize_to"],
                                        train_seconds=[r["train_seconds"] for r in results],
                                        kid_seconds=[r["eval_seconds"] for r in results],
-                                       samples=first["samples"], budget=budget_name, quick=quick))
+                                       samples=first["samples"], num_images=first["num_reference"],
+                                       test_sample_seed=common.TEST_SAMPLE_SEED, budget=budget_name, quick=quick))
     for dataset in budget["datasets"]:
         per_seed = {r["method"]: r["per_seed"] for r in rows if r["dataset"] == dataset and r["value"] is not None}
         for (a, b), c in kid_comparisons(per_seed).items():

@@ -76,6 +76,8 @@ def _per_point_control_variates(rows, text):
 def _binary_kid(rows, text):
     kids = [r for r in rows if r["metric"] == "kid" and r["value"] is not None]
     assert "binary" in text and kids and all(r.get("samples") == "binary" for r in kids)
+    # the rows say which test images they were compared with, so seed-verdicts can describe them
+    assert all(r.get("test_sample_seed") is not None and r.get("num_images") == r["num_reference"] for r in kids)
 
 
 QUICK_CHECKS = {
@@ -577,3 +579,11 @@ def test_decided_budgets_split_into_every_seed_and_case(name, budget, expected):
     signature = inspect.signature(module.run_part)
     for part in parts:
         signature.bind(**part, budget=budget_name, out_dir=None)
+
+
+def test_seed_verdicts_describe_says_which_test_images_each_file_rests_on():
+    describe = runner.load("seed-verdicts").describe
+    recorded = [{"metric": "kid", "value": 0.1, "num_seeds": 5, "num_images": 1000, "test_sample_seed": 20240}]
+    assert describe(recorded) == "5 seeds; KID on a random 1000 of the test images (fixed seed 20240)"
+    older = [{"metric": "test_log_likelihood", "value": -80.0, "num_seeds": 3, "num_images": 1000}]
+    assert describe(older).startswith("3 seeds; importance sampling on the first test images")
