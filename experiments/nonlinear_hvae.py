@@ -169,7 +169,8 @@ def run_part(dataset: str, num_layers: int, seed: int = 0, *, quick: bool = Fals
         rows.append(mv.results.row(NAME, dataset, name, "test_log_likelihood_ais", ais["test_log_likelihood"], None, 1,
                                    **ais_extra))
         rows.append(mv.results.row(NAME, dataset, name, "kid", kid["kid"], None, 1, **case,
-                                   **{k: v for k, v in kid.items() if k != "kid"}))
+                                   **{k: v for k, v in kid.items() if k != "kid"},
+                                   num_images=kid["num_reference"], test_sample_seed=common.TEST_SAMPLE_SEED))
     return rows
 
 
@@ -185,7 +186,8 @@ def summarise(seed_rows: list[dict]) -> list[dict]:
         first = group[0]
         extra = {k: first[k] for k in ("latent_sizes", "quick", "budget_name", "num_images", "num_samples",
                                        "num_temperatures", "num_chains", "step_size", "check", "num_generated",
-                                       "num_reference", "resize_to", "subset_size", "num_subsets", "samples")
+                                       "num_reference", "resize_to", "subset_size", "num_subsets", "samples",
+                                       "test_sample_seed")
                  if k in first}
         if metric == "test_log_likelihood_ais":
             extra["importance_on_same_images"] = [r["importance_on_same_images"] for r in group]
