@@ -149,7 +149,7 @@ def _comparison_text(binarization: str, comparison) -> str:
         side = "above" if comparison.verdict == "holds" else "below"
         meaning = (f"our VAE scores {abs(comparison.mean):.2f} nats {side} it; part of a gap can be the protocols' "
                    "(estimator, training length), which the setting below lists.")
-    return f"{sentence} {meaning.capitalize() if meaning[0].islower() else meaning}"
+    return f"{sentence} {meaning[0].upper() + meaning[1:]}"  # capitalize() would lower "VAE"
 
 
 def _test_elbo(model, params, images, seed: int, num_samples: int = 10) -> float:

@@ -413,7 +413,7 @@ def test_vae_baseline_compares_with_the_published_number_only_on_its_data():
     assert "cannot be compared" in vae_baseline._comparison_text("threshold", None)
     above = mv.results.compare_seeds([-90.0, -91.0, -89.0], [-111.2] * 3)
     text = vae_baseline._comparison_text("fixed_stochastic", above)
-    assert ": holds." in text and "21.20 nats above it" in text
+    assert ": holds." in text and "Our VAE scores 21.20 nats above it" in text
     inside = mv.results.compare_seeds([-112.0, -110.0, -111.5], [-111.2] * 3)
     assert "inside our interval" in vae_baseline._comparison_text("fixed_stochastic", inside)
 
