@@ -308,7 +308,7 @@ sampling: S = {budget['num_samples']} draws of the hierarchical q(z|x) per image
 Gaussian around the trained chain's mean, for vae the diagonal Gaussian summary of q along its mean path,
 `encode`; either with its variance times {AIS_VARIANCE_FACTOR}) to p(x, z), {budget['ais_temperatures']} sigmoidal
 temperatures x {budget['ais_chains']} chains, HMC with a fixed step size {budget['ais_step_size']} (whitened
-coordinates), on {common.sample_text(n_ais)} (the first of the importance-sampling sample). KID like for like
+coordinates), on {common.sample_text(n_ais)} (the first {n_ais} images of the importance-sampling sample). KID like for like
 (lower is better): one binary prior sample per test image (each pixel drawn once from the decoded Bernoulli mean)
 against binary test images, {kid['num_generated']} against {kid['num_reference']} images resized to
 {kid['resize_to']} x {kid['resize_to']}, {kid['num_subsets']} subsets of {kid['subset_size']}.
