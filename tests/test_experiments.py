@@ -395,6 +395,10 @@ def test_vcd_per_point_control_variates_cover_most_of_every_budgets_mcmc_phase()
         # most of the phase: 90% in the real budgets; 2 of the quick form's 3 iterations
         assert (iterations - wait) / iterations >= (0.85 if name != "quick" else 0.6), name
     assert vcd.control_variate_wait(vcd.BUDGETS["cpu"], 60_000) == 300  # 10% of 5 x 600
+    # but each image is visited once per epoch: 4.5 updates per point, 0.9 ** 4.5 of the global value left
+    updates, left = vcd.control_variate_updates(vcd.BUDGETS["cpu"], 60_000)
+    assert updates == pytest.approx(4.5) and left == pytest.approx(0.9**4.5)
+    assert vcd.control_variate_updates(vcd.BUDGETS["long"], 60_000)[0] == pytest.approx(600.3)
     assert ("mnist", "fixed_stochastic") in vcd.CASES and ("mnist", "threshold") in vcd.CASES
     assert vcd.PUBLISHED[("mnist", "fixed_stochastic", "vcd")] == -101.26
     assert not any(key[:2] == ("mnist", "threshold") for key in vcd.PUBLISHED)  # no anchor on other data
