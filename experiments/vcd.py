@@ -20,7 +20,8 @@ Test log-likelihood by two protocols, on a random sample of test images (fixed s
   during burn-in from the method's learnt step size, or 0.5 / d for the methods without one) with the encoder's
   standard deviation times 1.2, (2) the same mean with the samples' standard
   deviation times 1.2; the estimator of this experiment's verdicts (:data:`VERDICT_ESTIMATOR`), as the published
-  numbers use it;
+  numbers use it (their ``demo_main.m`` computes all three and stores (2) as its test log-likelihood; the rows
+  keep all three under ``estimates``, so that reading can be recomputed);
 - **ours**: the method's own proposal (:meth:`Method.proposal`) with its variance times tau = 1.5, S = 10000.
 
 Verdicts (:data:`CLAIMS`, and each method against its published number) are computed from the per-seed values
