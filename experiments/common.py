@@ -7,8 +7,10 @@ is the resumable fit (:func:`mcmcvae.train.fit`); this module holds only what is
 from __future__ import annotations
 
 import functools
+import json
 import os
 import pathlib
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +21,7 @@ import mcmcvae as mv
 __all__ = ["budget_name", "mcmc_learning_rate", "results_dir", "runs_dir", "train_and_evaluate",
            "reference_features", "importance_log_likelihoods", "TEST_SAMPLE_SEED", "test_order", "load_binary",
            "BINARIZATIONS", "sample_text", "ais_with_check", "ais_check_text", "binary_sample_kid",
-           "seed_comparisons", "fraction_text"]
+           "seed_comparisons", "fraction_text", "code_state", "parts_provenance"]
 
 # The random order of the test images that every experiment's test samples are cut from: an evaluation on n images
 # uses the first n of this order (a fixed seed, so reruns and methods see the same images; never the file's first
@@ -56,6 +58,64 @@ def mcmc_learning_rate(budget: dict, dataset: str, default: float) -> float:
     """The MCMC phase's learning rate for ``dataset`` under ``budget``: the budget's ``mcmc_learning_rates``
     override for it, else ``default`` (the paper's rate)."""
     return budget.get("mcmc_learning_rates", {}).get(dataset, default)
+
+
+REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _git(*args, repository=REPOSITORY) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=repository).stdout
+
+
+def code_state(repository=REPOSITORY) -> dict:
+    """The code a process runs: the checkout's short revision and the tracked files under ``lib/`` and
+    ``experiments/`` that differ from it (uncommitted changes), so that each part of an experiment records which
+    code computed it (``run.py --workers`` keeps this in the part's marker).
+
+    >>> sorted(code_state())
+    ['revision', 'uncommitted']
+    """
+    try:
+        revision = _git("rev-parse", "--short", "HEAD", repository=repository).strip()
+        status = _git("status", "--porcelain", "--untracked-files=no", "--", "lib", "experiments",
+                      repository=repository)
+    except (OSError, subprocess.CalledProcessError):
+        return {"revision": "unknown", "uncommitted": []}
+    return {"revision": revision, "uncommitted": sorted(line[3:] for line in status.splitlines())}
+
+
+def parts_provenance(name: str, budget_name: str, out_dir=None, repository=REPOSITORY) -> str:
+    """``"; parts computed at revision ..."`` for a results file's machine line, from the markers of the parts
+    that ``run.py --workers`` ran (empty when none did): the revisions with their numbers of parts, in the order
+    the parts finished, and, when there are several, the files under ``lib/`` and ``experiments/`` that differ
+    between them, so a reader sees whether the parts ran the same code. Markers written before revisions were
+    recorded count as "not recorded"."""
+    folder = runs_dir(name, out_dir) / budget_name / "parts"
+    markers = sorted(folder.glob("*.done"), key=lambda path: path.stat().st_mtime) if folder.is_dir() else []
+    if not markers:
+        return ""
+    counts: dict = {}
+    uncommitted: set = set()
+    for marker in markers:
+        record = json.loads(marker.read_text())
+        revision = record.get("revision", "not recorded")
+        counts[revision] = counts.get(revision, 0) + 1
+        uncommitted.update(record.get("uncommitted", []))
+    text = "; parts computed at revision " + ", ".join(f"{r} ({n})" for r, n in counts.items())
+    recorded = [r for r in counts if r not in ("not recorded", "unknown")]
+    if len(recorded) > 1:
+        differ: set = set()
+        try:
+            for other in recorded[1:]:
+                differ.update(_git("diff", "--name-only", recorded[0], other, "--", "lib", "experiments",
+                                   repository=repository).split())
+            text += ("; lib/ and experiments/ differ between those revisions in " + ", ".join(sorted(differ))
+                     if differ else "; lib/ and experiments/ are the same at those revisions")
+        except (OSError, subprocess.CalledProcessError):
+            text += "; whether their code differs is unknown (a revision is missing from this checkout)"
+    if uncommitted:
+        text += "; some parts ran with uncommitted changes to " + ", ".join(sorted(uncommitted))
+    return text
 
 
 def runs_dir(name: str, out_dir=None) -> pathlib.Path:

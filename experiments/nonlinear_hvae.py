@@ -314,7 +314,7 @@ against binary test images, {kid['num_generated']} against {kid['num_reference']
 {kid['resize_to']} x {kid['resize_to']}, {kid['num_subsets']} subsets of {kid['subset_size']}.
 
 **Machine.** {mv.results.machine()}; {minutes:.1f} min in this invocation (trained runs and evaluations already
-on disk under `runs/` are reused, not redone); code at revision {mv.results.git_revision()}.
+on disk under `runs/` are reused, not redone); code at revision {mv.results.git_revision()}{common.parts_provenance(NAME, budget_name, out_dir)}.
 The full run (4 cases x 5 methods x 5 seeds, 200 epochs each on 60000 images, S = {FULL['num_samples']}) needs a
 GPU.
 """

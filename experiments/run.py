@@ -139,12 +139,15 @@ def run_one_part(name: str, index: int, *, budget: str, out_dir=None, directory=
     module = load(name, directory)
     budget_name, parts = module.parts(budget=budget)
     part = parts[index]
+    folder = _parts_dir(module, budget_name, out_dir)
+    import common  # (on the path: _parts_dir put it there)
+
+    code = common.code_state()  # the code this process imported, recorded before it runs
     tic = time.perf_counter()
     module.run_part(**part, budget=budget_name, out_dir=out_dir)
-    folder = _parts_dir(module, budget_name, out_dir)
     marker = folder / f"{_label(part)}.done"
     temporary = marker.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"part": part, "minutes": (time.perf_counter() - tic) / 60}) + "\n")
+    temporary.write_text(json.dumps({"part": part, "minutes": (time.perf_counter() - tic) / 60, **code}) + "\n")
     temporary.replace(marker)
     return part
 

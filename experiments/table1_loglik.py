@@ -494,7 +494,7 @@ importance sampling with S = {budget['num_samples']} on {common.sample_text(budg
 {cut}{fraction} Seeds: {seeds} (the paper: 3).
 
 {missing}{variant_note}
-**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}.
+**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}{common.parts_provenance(NAME, budget_name, out_dir)}.
 
 {chr(10).join(tables)}
 

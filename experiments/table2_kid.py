@@ -258,7 +258,7 @@ under each table: each claim's KID difference paired by seed with its 95% t inte
 (`mv.results.compare_seeds`): holds, fails or not resolved.
 
 {cut}{missing}
-**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}; {_time_text(rows, minutes)}.
+**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}{common.parts_provenance(NAME, budget_name, out_dir)}; {_time_text(rows, minutes)}.
 
 {chr(10).join(tables)}
 Sample grids of every method are in `results/figures/{NAME}/`.

@@ -131,7 +131,7 @@ importance-sampling estimates with the encoder's standard deviation times 1.2, S
 {cut}
 
 **Machine.** {mv.results.machine()}; mean training time {train_minutes:.1f} min and evaluation time
-{eval_minutes:.1f} min per seed and binarisation; code at revision {mv.results.git_revision()}.
+{eval_minutes:.1f} min per seed and binarisation; code at revision {mv.results.git_revision()}{common.parts_provenance(NAME, budget_name, out_dir)}.
 """
     return mv.results.write_results(NAME, rows, markdown, out_dir)
 

@@ -398,7 +398,7 @@ burn-in by the rule above, which lets it grow by at most a factor of
 {(1 + 0.01 * 0.1 / 0.9) ** budget['burn_in']:.2f}). Seeds
 {', '.join(map(str, budget['seeds']))}.
 
-**Machine.** {mv.results.machine()}; code at revision {mv.results.git_revision()}; mean training time per method
+**Machine.** {mv.results.machine()}; code at revision {mv.results.git_revision()}{common.parts_provenance(NAME, budget_name, out_dir)}; mean training time per method
 {', '.join(f'{d}/{b}/{m} {s / 60:.1f} min' for (d, b, m), s in timings.items())}.
 
 **Published.** Ruiz and Titsias (2019) trained each method for 400000 iterations (batch 100, RMSprop-like step

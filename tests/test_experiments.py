@@ -6,6 +6,7 @@ import inspect
 import json
 import os
 import pathlib
+import time
 
 import pytest
 
@@ -528,10 +529,58 @@ def test_workers_run_each_part_once_on_its_own_core_then_collect(parts_experimen
         assert "--xla_cpu_multi_thread_eigen=false" in runs[0]["xla_flags"]
         marker = json.loads((out / "runs" / "three-parts" / "small" / "parts" / f"letter-{letter}.done").read_text())
         assert marker["part"] == {"letter": letter}
+        # the code the part ran: this checkout's revision and its uncommitted changes under lib/ and experiments/
+        assert marker["revision"] == mv.results.git_revision() and isinstance(marker["uncommitted"], list)
     (out / "three-parts.json").unlink()
     runner.run_parts(name, workers=2, out_dir=out, budget="small", directory=folder, poll_seconds=0.1, cores=cores)
     assert (out / "three-parts.json").exists()
     assert all(len((out / "made" / f"{letter}.txt").read_text().splitlines()) == 1 for letter in "abc")
+
+
+def test_parts_provenance_names_the_revisions_the_parts_ran_and_what_differs(tmp_path):
+    """A results file collected from parts says at which revisions they were computed and which files under lib/
+    and experiments/ differ between those revisions (none, when only other files changed)."""
+    import subprocess
+
+    common = runner.load("vcd").common
+    repo = tmp_path / "repo"
+    for folder in ("lib", "experiments", "docs"):
+        (repo / folder).mkdir(parents=True)
+
+    def commit(path, text):
+        (repo / path).write_text(text)
+        for args in (["add", path], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", path],
+                     ["rev-parse", "--short", "HEAD"]):
+            out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+        return out.strip()
+
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    first = commit("lib/model.py", "a = 1\n")
+    docs_only = commit("docs/notes.md", "words\n")
+    code = commit("experiments/exp.py", "b = 2\n")
+    assert common.code_state(repo) == {"revision": code, "uncommitted": []}
+    (repo / "lib" / "model.py").write_text("a = 3\n")
+    assert common.code_state(repo)["uncommitted"] == ["lib/model.py"]
+
+    parts = tmp_path / "out" / "runs" / "exp" / "cpu" / "parts"
+    parts.mkdir(parents=True)
+    assert common.parts_provenance("exp", "cpu", tmp_path / "out", repository=repo) == ""  # no part has run
+
+    def mark(label, **record):
+        (parts / f"{label}.done").write_text(json.dumps({"part": {"label": label}, "minutes": 1.0, **record}))
+        time.sleep(0.01)  # the markers' order is the order they were written
+
+    mark("old")  # written before markers recorded revisions
+    mark("a", revision=first, uncommitted=[])
+    mark("b", revision=docs_only, uncommitted=[])
+    text = common.parts_provenance("exp", "cpu", tmp_path / "out", repository=repo)
+    assert text == (f"; parts computed at revision not recorded (1), {first} (1), {docs_only} (1); lib/ and "
+                    "experiments/ are the same at those revisions")
+    mark("c", revision=code, uncommitted=["lib/model.py"])
+    text = common.parts_provenance("exp", "cpu", tmp_path / "out", repository=repo)
+    assert text == (f"; parts computed at revision not recorded (1), {first} (1), {docs_only} (1), {code} (1); "
+                    "lib/ and experiments/ differ between those revisions in experiments/exp.py; some parts ran "
+                    "with uncommitted changes to lib/model.py")
 
 
 def test_a_failed_part_stops_the_collection_and_names_its_log(parts_experiment, tmp_path, monkeypatch):
