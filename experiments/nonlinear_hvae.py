@@ -302,7 +302,9 @@ beyond it. Images thresholded at 0.5; {budget['train_size'] or 'all 60000'} trai
 {budget['vae_epochs']} hVAE epochs, then {budget['mcmc_epochs']} epochs of each method from the same hVAE
 parameters (``vae``: the ELBO continued); K = {budget['num_mcmc_steps']} kernel steps, L = {NUM_INTEGRATION_STEPS}
 leapfrog steps (HMC), speed-measure methods with a diagonal C; Adam at {LEARNING_RATE}, batch {BATCH_SIZE}, seeds
-{', '.join(map(str, budget['seeds']))}. The prior is frozen in the MCMC phase (``FreezeParams``). Importance
+{', '.join(map(str, budget['seeds']))}. The MCMC methods' prior is frozen in their phase (``FreezeParams``), as
+the paper's theta update reaches the decoder alone; ``vae``, continuing the ELBO, still trains it, so each
+comparison with ``vae`` is of the method together with that difference. Importance
 sampling: S = {budget['num_samples']} draws of the hierarchical q(z|x) per image over
 {common.sample_text(budget['test_images'])}. AIS: from each method's own proposal (for the MCMC methods the
 Gaussian around the trained chain's mean, for vae the diagonal Gaussian summary of q along its mean path,
