@@ -1,10 +1,11 @@
 """``vcd``: VAE, Hoffman (2017), VCD, gradMALA and gradHMC on binary MNIST and Fashion-MNIST.
 
 Setting (Ruiz and Titsias 2019, section 5.2): d_z = 10, 200-200 ReLU MLPs, Bernoulli likelihood, batch 100. Two
-binarisations of MNIST: thresholded at 0.5 (Hirt et al.'s code, as table1-loglik) and the VCD paper's own, a fixed
-stochastic binarisation (each pixel drawn once as Bernoulli(intensity), one draw for train and one for test:
-:func:`mcmcvae.data.load_fixed_binarization`), the only one on which their MNIST numbers (-111.20 / -103.61 /
--101.26) can be compared; Fashion-MNIST thresholded at 0.5, as theirs. Every MCMC method starts from the same VAE
+binarisations of MNIST: thresholded at 0.5 (Hirt et al.'s code, as table1-loglik) and a fixed stochastic
+binarisation (each pixel drawn once as Bernoulli(intensity), one draw for train and one for test:
+:func:`mcmcvae.data.load_fixed_binarization`), the kind of data of the VCD paper's MNIST numbers (-111.20 / -103.61
+/ -101.26), the only one on which they can be compared (theirs is Larochelle and Murray's draw, 50000 training
+images, not obtainable here; ours another draw, 60000); Fashion-MNIST thresholded at 0.5, as theirs. Every MCMC method starts from the same VAE
 trained for ``vae_epochs`` and then trains for ``mcmc_epochs`` (the ``mcmcvae train --epochs E --mcmc-epochs M``
 schedule); ``vae`` continues as a VAE for the same ``mcmc_epochs``. ``hoffman`` and ``vcd`` use t = 8 HMC
 transitions of L = 5 leapfrog steps (step size adapted towards acceptance 0.9); ``gradmala``/``gradhmc`` the
@@ -370,9 +371,10 @@ Regenerate with `python experiments/run.py vcd{option}` (this file and `vcd.json
 difference, paired by seed, with its 95% t interval (`mv.results.compare_seeds`): holds (above 0), fails (below 0)
 or not resolved.
 
-**Binarisations.** MNIST twice: thresholded at 0.5 (Hirt et al.'s code; table1-loglik's) and the VCD paper's fixed
-stochastic binarisation ({common.BINARIZATIONS['fixed_stochastic']}); only the second is comparable with their
-MNIST numbers (thresholding removes the pixel noise a stochastic binarisation keeps, tens of nats per image).
+**Binarisations.** MNIST twice: thresholded at 0.5 (Hirt et al.'s code; table1-loglik's) and a fixed stochastic
+binarisation ({common.BINARIZATIONS['fixed_stochastic']}); only the second is comparable with their MNIST numbers
+(thresholding removes the pixel noise a stochastic binarisation keeps, tens of nats per image), and only in kind:
+theirs is Larochelle and Murray's draw with 50000 training images, not obtainable here, ours another draw.
 Fashion-MNIST thresholded at 0.5, as theirs.
 
 {fraction} Seeds: {len(budget['seeds'])}.

@@ -419,6 +419,11 @@ def test_vae_baseline_compares_with_the_published_number_only_on_its_data():
     above = mv.results.compare_seeds([-90.0, -91.0, -89.0], [-111.2] * 3)
     text = vae_baseline._comparison_text("fixed_stochastic", above)
     assert ": holds." in text and "Our VAE scores 21.20 nats above it" in text
+    assert "our estimator does not make this gap" in text and "Larochelle and Murray" in text  # a lower bound
+    below = mv.results.compare_seeds([-120.0, -121.0, -119.0], [-111.2] * 3)
+    text = vae_baseline._comparison_text("fixed_stochastic", below, num_train=1000)
+    assert ": fails." in text and "8.80 nats below it; part of the gap can be the estimator" in text
+    assert "another fixed draw of the same kind, 1000)" in text
     inside = mv.results.compare_seeds([-112.0, -110.0, -111.5], [-111.2] * 3)
     assert "inside our interval" in vae_baseline._comparison_text("fixed_stochastic", inside)
 
