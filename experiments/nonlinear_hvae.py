@@ -307,8 +307,10 @@ the paper's theta update reaches the decoder alone; ``vae``, continuing the ELBO
 comparison with ``vae`` is of the method together with that difference. Importance
 sampling: S = {budget['num_samples']} draws of the hierarchical q(z|x) per image over
 {common.sample_text(budget['test_images'])}. AIS: from each method's own proposal (for the MCMC methods the
-Gaussian around the trained chain's mean, for vae the diagonal Gaussian summary of q along its mean path,
-`encode`; either with its variance times {AIS_VARIANCE_FACTOR}) to p(x, z), {budget['ais_temperatures']} sigmoidal
+Gaussian centred on the mean of chains run with the learnt kernel, started, unlike training's, from the
+diagonal Gaussian summary of q along its mean path, `encode`, with that summary's scale; for vae the summary
+itself; either with its variance times {AIS_VARIANCE_FACTOR}: AIS is valid from any start, which only changes its
+variance) to p(x, z), {budget['ais_temperatures']} sigmoidal
 temperatures x {budget['ais_chains']} chains, HMC with a fixed step size {budget['ais_step_size']} (whitened
 coordinates), on {common.sample_text(n_ais)} (the first {n_ais} images of the importance-sampling sample). KID like for like
 (lower is better): one binary prior sample per test image (each pixel drawn once from the decoded Bernoulli mean)
