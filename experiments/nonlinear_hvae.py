@@ -309,8 +309,8 @@ sampling: S = {budget['num_samples']} draws of the hierarchical q(z|x) per image
 {common.sample_text(budget['test_images'])}. AIS: from each method's own proposal (for the MCMC methods the
 Gaussian centred on the mean of chains run with the learnt kernel, started, unlike training's, from the
 diagonal Gaussian summary of q along its mean path, `encode`, with that summary's scale; for vae the summary
-itself; either with its variance times {AIS_VARIANCE_FACTOR}: AIS is valid from any start, which only changes its
-variance) to p(x, z), {budget['ais_temperatures']} sigmoidal
+itself; either with its variance times {AIS_VARIANCE_FACTOR}: AIS is a stochastic lower bound from any start,
+which changes only how tight it is) to p(x, z), {budget['ais_temperatures']} sigmoidal
 temperatures x {budget['ais_chains']} chains, HMC with a fixed step size {budget['ais_step_size']} (whitened
 coordinates), on {common.sample_text(n_ais)} (the first {n_ais} images of the importance-sampling sample). KID like for like
 (lower is better): one binary prior sample per test image (each pixel drawn once from the decoded Bernoulli mean)
