@@ -231,7 +231,8 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
         rows += [mv.results.row(NAME, v["dataset"], v["claim"], "verdict", None, None, v["comparison"].num_seeds,
                                 num_layers=v["num_layers"], verdict=v["comparison"].verdict,
                                 comparison=v["comparison"]._asdict()) for v in found]
-        markdown = _markdown(rows, found, budget_name, (time.perf_counter() - tic) / 60, pending=cases[i + 1:])
+        markdown = _markdown(rows, found, budget_name, (time.perf_counter() - tic) / 60, pending=cases[i + 1:],
+                             provenance=common.parts_provenance(NAME, budget_name, out_dir))
         paths = mv.results.write_results(NAME, rows, markdown, out_dir)
     return paths
 
@@ -240,7 +241,7 @@ def _cell(row, scale=1.0) -> str:
     return f"{scale * row['value']:.2f}" + ("" if row["std"] is None else f" +- {scale * row['std']:.2f}")
 
 
-def _markdown(rows, found, budget_name, minutes, pending=()) -> str:
+def _markdown(rows, found, budget_name, minutes, pending=(), provenance="") -> str:
     budget, quick = BUDGETS[budget_name], budget_name == "quick"
     by_key = {(r["dataset"], r["num_layers"], r["method"], r["metric"]): r for r in rows if r["metric"] != "verdict"}
     body = []
@@ -318,7 +319,7 @@ against binary test images, {kid['num_generated']} against {kid['num_reference']
 {kid['resize_to']} x {kid['resize_to']}, {kid['num_subsets']} subsets of {kid['subset_size']}.
 
 **Machine.** {mv.results.machine()}; {minutes:.1f} min in this invocation (trained runs and evaluations already
-on disk under `runs/` are reused, not redone); code at revision {mv.results.git_revision()}{common.parts_provenance(NAME, budget_name, out_dir)}.
+on disk under `runs/` are reused, not redone); code at revision {mv.results.git_revision()}{provenance}.
 The full run (4 cases x 5 methods x 5 seeds, 200 epochs each on 60000 images, S = {FULL['num_samples']}) needs a
 GPU.
 """

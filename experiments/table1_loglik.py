@@ -253,7 +253,8 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                                        verdict=result["verdict"], estimator=VERDICT_ESTIMATOR,
                                        comparisons={f"{a} - {b}": c._asdict() for (a, b), c in
                                                     result["comparisons"].items()}))
-    markdown = _markdown(rows, budget_name, budget, unavailable, quick, per_image, checks)
+    markdown = _markdown(rows, budget_name, budget, unavailable, quick, per_image, checks,
+                         provenance=common.parts_provenance(NAME, budget_name, out_dir))
     return mv.results.write_results(budget.get("results_name", NAME), rows, markdown, out_dir)
 
 
@@ -402,7 +403,7 @@ def _criterion_lines(rows, dataset) -> list[str]:
     return lines
 
 
-def _markdown(rows, budget_name, budget, unavailable, quick, per_image, checks=None):
+def _markdown(rows, budget_name, budget, unavailable, quick, per_image, checks=None, provenance=""):
     checks = checks or {}
     by_dataset = {}
     for r in rows:
@@ -494,7 +495,7 @@ importance sampling with S = {budget['num_samples']} on {common.sample_text(budg
 {cut}{fraction} Seeds: {seeds} (the paper: 3).
 
 {missing}{variant_note}
-**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}{common.parts_provenance(NAME, budget_name, out_dir)}.
+**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}{provenance}.
 
 {chr(10).join(tables)}
 

@@ -167,7 +167,8 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     for dataset in unavailable:
         for row_name, *_ in methods:
             rows.append(mv.results.row(NAME, dataset, row_name, "kid", None, None, 0, note="not run: data unavailable"))
-    markdown = _markdown(rows, budget_name, budget, unavailable, quick, (time.perf_counter() - tic) / 60)
+    markdown = _markdown(rows, budget_name, budget, unavailable, quick, (time.perf_counter() - tic) / 60,
+                         provenance=common.parts_provenance(NAME, budget_name, out_dir))
     return mv.results.write_results(NAME, rows, markdown, out_dir)
 
 
@@ -208,7 +209,7 @@ def _time_text(rows, minutes) -> str:
             f"{kid:.0f} min of KID, summed over runs (the shared pre-training excluded)")
 
 
-def _markdown(rows, budget_name, budget, unavailable, quick, minutes) -> str:
+def _markdown(rows, budget_name, budget, unavailable, quick, minutes, provenance="") -> str:
     tables = []
     for dataset in budget["datasets"]:
         body = []
@@ -258,7 +259,7 @@ under each table: each claim's KID difference paired by seed with its 95% t inte
 (`mv.results.compare_seeds`): holds, fails or not resolved.
 
 {cut}{missing}
-**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}{common.parts_provenance(NAME, budget_name, out_dir)}; {_time_text(rows, minutes)}.
+**Machine.** {mv.results.machine()}; revision {mv.results.git_revision()}{provenance}; {_time_text(rows, minutes)}.
 
 {chr(10).join(tables)}
 Sample grids of every method are in `results/figures/{NAME}/`.
