@@ -68,7 +68,8 @@ QUICK = {"cases": (("mnist", "fixed_stochastic"),), "methods": ("vcd",), "vae_ep
 # images with S = 1000 (ours) and 2000 (VCD protocol). The MCMC phase runs at table1-loglik's cpu rates
 # (pre-training keeps the schedule's): at this schedule the paper's 5e-3 on Fashion-MNIST makes vcd diverge and
 # lowers gradhmc far below vae (results/README.md), and the rates were chosen on a validation split of the
-# training set for every method (table1-lr). About an hour per dataset and seed on one core (measured): a GPU's job at 5 seeds.
+# training set for every method (table1-lr). About an hour per dataset and seed on one core (measured): a GPU's
+# job at 5 seeds.
 CPU = {**FULL, "vae_epochs": 20, "mcmc_epochs": 5, "test_images": 5000, "num_samples_ours": 1000,
        "num_samples_vcd": 2000,
        **{key: table1_loglik.BUDGETS["cpu"][key] for key in ("mcmc_learning_rates", "mcmc_learning_rate_reason")}}
