@@ -3,9 +3,10 @@
 This is the kind of binary MNIST of Ruiz and Titsias (2019) and of much of the VAE literature before it: one draw
 of the whole training set and one of the whole test set, kept for every epoch and every evaluation. It is not the
 same draw: theirs is Larochelle and Murray's (2011; ``binarized_mnist_{train,test}.amat``, 50000 training images,
-not obtainable here), this one is drawn from the MNIST files with the seeds below, over all 60000 training images. It differs from the
-threshold at 0.5 (:func:`mcmcvae.data.binarize_static`, which removes the pixel noise and makes the data far
-easier to model) and from dynamic binarisation (:func:`mcmcvae.data.binarize_dynamic`, a fresh draw per batch).
+not obtainable here), this one is drawn from the MNIST files with the seeds below, over all 60000 training images.
+It differs from the threshold at 0.5 (:func:`mcmcvae.data.binarize_static`, which removes the pixel noise and
+makes the data far easier to model) and from dynamic binarisation (:func:`mcmcvae.data.binarize_dynamic`, a fresh
+draw per batch).
 Log-likelihoods on one binarisation cannot be compared with those on another.
 
 The draw uses NumPy's PCG64 generator seeded with :data:`FIXED_BINARIZATION_SEEDS` (``train`` 0, ``test`` 1) over
