@@ -75,12 +75,12 @@ def code_state(repository=REPOSITORY) -> dict:
     >>> sorted(code_state())
     ['revision', 'uncommitted']
     """
+    revision = mv.results.git_revision(repository)
     try:
-        revision = _git("rev-parse", "--short", "HEAD", repository=repository).strip()
         status = _git("status", "--porcelain", "--untracked-files=no", "--", "lib", "experiments",
                       repository=repository)
     except (OSError, subprocess.CalledProcessError):
-        return {"revision": "unknown", "uncommitted": []}
+        status = ""
     return {"revision": revision, "uncommitted": sorted(line[3:] for line in status.splitlines())}
 
 

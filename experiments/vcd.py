@@ -5,8 +5,8 @@ binarisations of MNIST: thresholded at 0.5 (Hirt et al.'s code, as table1-loglik
 binarisation (each pixel drawn once as Bernoulli(intensity), one draw for train and one for test:
 :func:`mcmcvae.data.load_fixed_binarization`), the kind of data of the VCD paper's MNIST numbers (-111.20 / -103.61
 / -101.26), the only one on which they can be compared (theirs is Larochelle and Murray's draw, 50000 training
-images, not obtainable here; ours another draw, 60000); Fashion-MNIST thresholded at 0.5, as theirs. Every MCMC method starts from the same VAE
-trained for ``vae_epochs`` and then trains for ``mcmc_epochs`` (the ``mcmcvae train --epochs E --mcmc-epochs M``
+images, not obtainable here; ours another draw, 60000); Fashion-MNIST thresholded at 0.5, as theirs. Every MCMC
+method starts from the same VAE trained for ``vae_epochs`` and then trains for ``mcmc_epochs`` (the ``mcmcvae train --epochs E --mcmc-epochs M``
 schedule); ``vae`` continues as a VAE for the same ``mcmc_epochs``. ``hoffman`` and ``vcd`` use t = 8 HMC
 transitions of L = 5 leapfrog steps (step size adapted towards acceptance 0.9); ``gradmala``/``gradhmc`` the
 library's defaults. vcd's per-point control variates switch on after :data:`CONTROL_VARIATE_WAIT_FRACTION` of
@@ -355,11 +355,12 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
                  + ", ".join(f"{d} {b.replace('_', ' ')} "
                              + ("/".join("n/a" if f is None else f"{f:.2f}" for f in fractions))
                              for (d, b), fractions in per_point.items()))
+    vcd_defaults = mv.methods.build("vcd")  # the step-size rule and the control variates' decay, as trained
     if per_point:  # each image is visited once per epoch, so per point is not yet converged per point
         num_train = budget["train_size"] or 60_000
-        updates, left = control_variate_updates(budget, num_train)
+        updates, left = control_variate_updates(budget, num_train, decay=vcd_defaults.control_variate_decay)
         wait_text += (f". Each image's control variate is updated {updates:.1f} times after the switch (once per "
-                      f"epoch, decay 0.9), so at the end {left:.0%} of it is still the global value it started "
+                      f"epoch, decay {vcd_defaults.control_variate_decay:g}), so at the end {left:.0%} of it is still the global value it started "
                       "from; the gradient is unbiased whatever the control variate, which changes only its variance "
                       "(the paper's 400000 iterations, after its wait of 3000, update each about 660 times)")
     markdown = f"""# vcd: VCD and Hoffman against VAE and the speed-measure methods
@@ -398,7 +399,8 @@ hoffman and vcd: t = 8 HMC transitions of L = 5 leapfrog steps, step size from 0
 S = {budget['num_samples_vcd']} and {budget['burn_in']} + {budget['sampling']} HMC transitions (L = 5; the step
 size starts from the learnt one for hoffman and vcd and from 0.5 / d for the others, and adapts during the
 burn-in by the rule above, which lets it grow by at most a factor of
-{(1 + 0.01 * 0.1 / 0.9) ** budget['burn_in']:.2f}). Seeds
+{(1 + vcd_defaults.step_size_adaptation_rate * (1 - vcd_defaults.target_acceptance_rate)
+    / vcd_defaults.target_acceptance_rate) ** budget['burn_in']:.2f}). Seeds
 {', '.join(map(str, budget['seeds']))}.
 
 **Machine.** {mv.results.machine()}; code at revision {mv.results.git_revision()}{common.parts_provenance(NAME, budget_name, out_dir)}; mean training time per method

@@ -77,7 +77,6 @@ def test_vcd_gradient_vanishes_at_the_exact_posterior_only():
     assert abs(vcd_exact) < 4 * se_exact + 1e-3 and vcd_wide > 4 * se_wide  # the divergence itself: 0, then > 0
 
 
-
 def _symmetric_kl_gradient(model, params, exact, images):
     """The encoder gradient of KL(q0 || p) + KL(p || q0), p the exact posterior (diagonal Gaussians)."""
     def symmetric_kl(encoder):
