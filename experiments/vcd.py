@@ -6,12 +6,12 @@ binarisation (each pixel drawn once as Bernoulli(intensity), one draw for train 
 :func:`mcmcvae.data.load_fixed_binarization`), the kind of data of the VCD paper's MNIST numbers (-111.20 / -103.61
 / -101.26), the only one on which they can be compared (theirs is Larochelle and Murray's draw, 50000 training
 images, not obtainable here; ours another draw, 60000); Fashion-MNIST thresholded at 0.5, as theirs. Every MCMC
-method starts from the same VAE trained for ``vae_epochs`` and then trains for ``mcmc_epochs`` (the ``mcmcvae train --epochs E --mcmc-epochs M``
-schedule); ``vae`` continues as a VAE for the same ``mcmc_epochs``. ``hoffman`` and ``vcd`` use t = 8 HMC
-transitions of L = 5 leapfrog steps (step size adapted towards acceptance 0.9); ``gradmala``/``gradhmc`` the
-library's defaults. vcd's per-point control variates switch on after :data:`CONTROL_VARIATE_WAIT_FRACTION` of
-the MCMC iterations (:func:`control_variate_wait`), so they are in use for most of the MCMC phase in every budget
-(the paper's wait, 3000 of its 400000 iterations, would outlast a short run).
+method starts from the same VAE trained for ``vae_epochs`` and then trains for ``mcmc_epochs`` (the
+``mcmcvae train --epochs E --mcmc-epochs M`` schedule); ``vae`` continues as a VAE for the same ``mcmc_epochs``.
+``hoffman`` and ``vcd`` use t = 8 HMC transitions of L = 5 leapfrog steps (step size adapted towards acceptance
+0.9); ``gradmala``/``gradhmc`` the library's defaults. vcd's per-point control variates switch on after
+:data:`CONTROL_VARIATE_WAIT_FRACTION` of the MCMC iterations (:func:`control_variate_wait`), so they are in use for
+most of the MCMC phase in every budget (the paper's wait, 3000 of its 400000 iterations, would outlast a short run).
 
 Test log-likelihood by two protocols, on a random sample of test images (fixed seed) or all of them:
 
@@ -68,8 +68,8 @@ QUICK = {"cases": (("mnist", "fixed_stochastic"),), "methods": ("vcd",), "vae_ep
 # images with S = 1000 (ours) and 2000 (VCD protocol). The MCMC phase runs at table1-loglik's cpu rates
 # (pre-training keeps the schedule's): at this schedule the paper's 5e-3 on Fashion-MNIST makes vcd diverge and
 # lowers gradhmc far below vae (results/README.md), and the rates were chosen on a validation split of the
-# training set for every method (table1-lr). About an hour per dataset and seed on one core (measured): a GPU's
-# job at 5 seeds.
+# training set for every method (table1-lr). 37-38 min per dataset and seed on one quiet core (measured), so
+# about 5 hours on 2 cores: a GPU's job at 5 seeds.
 CPU = {**FULL, "vae_epochs": 20, "mcmc_epochs": 5, "test_images": 5000, "num_samples_ours": 1000,
        "num_samples_vcd": 2000,
        **{key: table1_loglik.BUDGETS["cpu"][key] for key in ("mcmc_learning_rates", "mcmc_learning_rate_reason")}}
@@ -93,17 +93,18 @@ def control_variate_wait(budget: dict, num_train: int, batch_size: int = 100) ->
     return max(1, round(CONTROL_VARIATE_WAIT_FRACTION * iterations))
 
 
-def control_variate_updates(budget: dict, num_train: int, batch_size: int = 100, decay: float = 0.9) -> tuple:
+def control_variate_updates(budget: dict, num_train: int, batch_size: int = 100) -> tuple:
     """How far vcd's per-point control variates get from the global value they start at: the updates each
     image's value receives after the wait (every image is visited once per epoch) and the weight
-    ``decay ** updates`` the global value still has at the end of the MCMC phase.
+    ``decay ** updates`` the global value still has at the end of the MCMC phase, ``decay`` the method's own
+    (the experiment trains vcd with it).
 
     >>> control_variate_updates({"mcmc_epochs": 5}, 60_000)
     (4.5, 0.622...)
     """
     iterations = budget["mcmc_epochs"] * math.ceil(num_train / batch_size)
     updates = (iterations - control_variate_wait(budget, num_train, batch_size)) * batch_size / num_train
-    return updates, decay**updates
+    return updates, mv.methods.build("vcd").control_variate_decay**updates
 
 
 def hmc_proposals(rng_key, model, params, images, *, log_step_size, burn_in: int, sampling: int,
@@ -358,11 +359,12 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     vcd_defaults = mv.methods.build("vcd")  # the step-size rule and the control variates' decay, as trained
     if per_point:  # each image is visited once per epoch, so per point is not yet converged per point
         num_train = budget["train_size"] or 60_000
-        updates, left = control_variate_updates(budget, num_train, decay=vcd_defaults.control_variate_decay)
+        updates, left = control_variate_updates(budget, num_train)
         wait_text += (f". Each image's control variate is updated {updates:.1f} times after the switch (once per "
-                      f"epoch, decay {vcd_defaults.control_variate_decay:g}), so at the end {left:.0%} of it is still the global value it started "
-                      "from; the gradient is unbiased whatever the control variate, which changes only its variance "
-                      "(the paper's 400000 iterations, after its wait of 3000, update each about 660 times)")
+                      f"epoch, decay {vcd_defaults.control_variate_decay:g}), so at the end {left:.0%} of it is "
+                      "still the global value it started from; the gradient is unbiased whatever the control "
+                      "variate, which changes only its variance (the paper's 400000 iterations, after its wait of "
+                      "3000, update each about 660 times)")
     markdown = f"""# vcd: VCD and Hoffman against VAE and the speed-measure methods
 
 Regenerate with `python experiments/run.py vcd{option}` (this file and `vcd.json`).
