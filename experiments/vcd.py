@@ -78,6 +78,8 @@ CPU = {**FULL, "vae_epochs": 20, "mcmc_epochs": 5, "test_images": 5000, "num_sam
 LONG = {**FULL, "methods": ("vae", "hoffman", "vcd"), "vae_epochs": 0, "mcmc_epochs": 667}
 BUDGETS = {"paper": FULL, "cpu": CPU, "long": LONG, "quick": QUICK}
 PAPER_TEST_IMAGES, PAPER_SAMPLES_OURS, PAPER_SAMPLES_VCD = 10_000, 10_000, 20_000
+# Ruiz and Titsias's training length per method, in iterations of batch 100.
+PAPER_ITERATIONS = 400_000
 # Ruiz and Titsias (2019), Table 2 (test log-likelihood, nats): MNIST on its fixed stochastic binarisation,
 # Fashion-MNIST thresholded at 0.5 (their code's choices).
 PUBLISHED = {("mnist", "fixed_stochastic", "vae"): -111.20, ("mnist", "fixed_stochastic", "hoffman"): -103.61,
@@ -91,6 +93,21 @@ def control_variate_wait(budget: dict, num_train: int, batch_size: int = 100) ->
     iterations (at least 1), so that they are in use for the rest of the MCMC phase."""
     iterations = budget["mcmc_epochs"] * math.ceil(num_train / batch_size)
     return max(1, round(CONTROL_VARIATE_WAIT_FRACTION * iterations))
+
+
+def training_iterations(budget: dict, datasets, batch_size: int = 100) -> dict:
+    """Each dataset's training iterations per method, ``(pre-training included, the method's own phase)``, to set
+    beside Ruiz and Titsias's :data:`PAPER_ITERATIONS` (every method trained from scratch).
+
+    >>> training_iterations(BUDGETS["cpu"], ["mnist"])
+    {'mnist': (15000, 3000)}
+    """
+    per_epoch = math.ceil((budget["train_size"] or 60_000) / batch_size)
+    out = {}
+    for dataset in datasets:
+        vae_epochs = SCHEDULE[dataset]["vae_epochs"] if budget["vae_epochs"] is None else budget["vae_epochs"]
+        out[dataset] = ((vae_epochs + budget["mcmc_epochs"]) * per_epoch, budget["mcmc_epochs"] * per_epoch)
+    return out
 
 
 def control_variate_updates(budget: dict, num_train: int, batch_size: int = 100) -> tuple:
@@ -347,8 +364,13 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     verdict_lines = "\n".join(f"- {v['dataset']}, {v['binarization'].replace('_', ' ')}: "
                               + mv.results.verdict_sentence(v["claim"], v["comparison"]) for v in found)
     option = {"quick": " --quick", "paper": ""}.get(budget_name, f" --budget {budget_name}")
+    iterations = training_iterations(budget, sorted({dataset for dataset, _ in budget["cases"]}))
     fraction = common.fraction_text([
         ("MCMC epochs (Hirt et al.'s schedule)", budget["mcmc_epochs"], FULL["mcmc_epochs"]),
+        *((f"iterations per method on {dataset}, pre-training included (Ruiz and Titsias's training)", total,
+           PAPER_ITERATIONS) for dataset, (total, _) in iterations.items()),
+        ("iterations of each method's own objective (Ruiz and Titsias's training)",
+         next(iter(iterations.values()))[1], PAPER_ITERATIONS),
         ("test images", budget["test_images"], PAPER_TEST_IMAGES),
         ("S for ours", budget["num_samples_ours"], PAPER_SAMPLES_OURS),
         ("S for the VCD protocol", budget["num_samples_vcd"], PAPER_SAMPLES_VCD)])

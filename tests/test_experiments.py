@@ -74,6 +74,11 @@ def _per_point_control_variates(rows, text):
     assert fractions and min(fractions) > 0.5  # 2 of the quick form's 3 iterations
 
 
+def _paper_training_fraction_stated(rows, text):
+    """The page sets its training length beside Ruiz and Titsias's 400000 iterations (the quick form's 3)."""
+    assert "iterations of each method's own objective (Ruiz and Titsias's training) 3/400000" in text
+
+
 def _binary_kid(rows, text):
     kids = [r for r in rows if r["metric"] == "kid" and r["value"] is not None]
     assert "binary" in text and kids and all(r.get("samples") == "binary" for r in kids)
@@ -85,7 +90,7 @@ QUICK_CHECKS = {
     "table1-loglik": (_verdicts_computed, _random_sample_stated, _ais_check_ran, _estimator_stated_first),
     "table2-kid": (_verdicts_computed, _random_sample_stated, _binary_kid),
     "vcd": (_verdicts_computed, _random_sample_stated, _estimator_stated_first, _both_binarisations,
-            _per_point_control_variates),
+            _per_point_control_variates, _paper_training_fraction_stated),
     "nonlinear-hvae": (_verdicts_computed, _random_sample_stated, _ais_check_ran, _estimator_stated_first,
                        _binary_kid),
     "vae-baseline": (_verdicts_computed, _random_sample_stated, _both_binarisations),
@@ -400,6 +405,11 @@ def test_vcd_per_point_control_variates_cover_most_of_every_budgets_mcmc_phase()
     updates, left = vcd.control_variate_updates(vcd.BUDGETS["cpu"], 60_000)
     assert updates == pytest.approx(4.5) and left == pytest.approx(0.9**4.5)
     assert vcd.control_variate_updates(vcd.BUDGETS["long"], 60_000)[0] == pytest.approx(600.3)
+    # the training each budget gives a method, beside Ruiz and Titsias's 400000 iterations from scratch
+    assert vcd.training_iterations(vcd.BUDGETS["cpu"], ["mnist", "fashion_mnist"]) == {
+        "mnist": (15000, 3000), "fashion_mnist": (15000, 3000)}  # (20 + 5) x 600 and 5 x 600
+    assert vcd.training_iterations(vcd.BUDGETS["paper"], ["fashion_mnist"]) == {"fashion_mnist": (180000, 6000)}
+    assert vcd.training_iterations(vcd.BUDGETS["long"], ["mnist"])["mnist"][1] >= vcd.PAPER_ITERATIONS
     assert ("mnist", "fixed_stochastic") in vcd.CASES and ("mnist", "threshold") in vcd.CASES
     assert vcd.PUBLISHED[("mnist", "fixed_stochastic", "vcd")] == -101.26
     assert not any(key[:2] == ("mnist", "threshold") for key in vcd.PUBLISHED)  # no anchor on other data
