@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import subprocess
+import time
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,8 @@ import mcmcvae as mv
 __all__ = ["budget_name", "mcmc_learning_rate", "results_dir", "runs_dir", "train_and_evaluate",
            "reference_features", "importance_log_likelihoods", "TEST_SAMPLE_SEED", "test_order", "load_binary",
            "BINARIZATIONS", "sample_text", "ais_with_check", "ais_check_text", "binary_sample_kid",
-           "seed_comparisons", "fraction_text", "code_state", "parts_provenance"]
+           "seed_comparisons", "fraction_text", "code_state", "parts_provenance", "part_label", "part_records_dir",
+           "part_settings", "write_part_record", "part_rows"]
 
 # The random order of the test images that every experiment's test samples are cut from: an evaluation on n images
 # uses the first n of this order (a fixed seed, so reruns and methods see the same images; never the file's first
@@ -84,6 +86,69 @@ def code_state(repository=REPOSITORY) -> dict:
     return {"revision": revision, "uncommitted": sorted(line[3:] for line in status.splitlines())}
 
 
+def part_label(part: dict) -> str:
+    """A part's name in file names: ``dataset-mnist_seed-3``.
+
+    >>> part_label({"dataset": "mnist", "seed": 3})
+    'dataset-mnist_seed-3'
+    """
+    return "_".join(f"{key}-{value}" for key, value in part.items())
+
+
+def part_records_dir(name: str, budget_name: str, out_dir=None) -> pathlib.Path:
+    """Where the records of a budget's finished parts go: ``parts/NAME/BUDGET/`` beside the results files.
+
+    A record (:func:`write_part_record`) holds a part's result rows and provenance, a few kilobytes, and no
+    checkpoint: collecting a results file needs only the records, so parts computed on different machines or in
+    different sessions are collected by bringing their records together (commit them, or copy the folder)."""
+    return results_dir(out_dir) / "parts" / name / budget_name
+
+
+def part_settings(budget: dict) -> dict:
+    """A budget's settings as a part's record keeps them: every setting except which parts the budget has
+    (``seeds``, ``cases``), which may grow without changing how a part is computed; tuples as lists (JSON).
+
+    >>> part_settings({"epochs": 3, "methods": ("vae", "gradmala"), "seeds": (0, 1)})
+    {'epochs': 3, 'methods': ['vae', 'gradmala']}
+    """
+    return json.loads(json.dumps({k: v for k, v in budget.items() if k not in ("seeds", "cases")}))
+
+
+def write_part_record(name: str, budget_name: str, part: dict, rows: list[dict], *, settings: dict, minutes: float,
+                      code: dict, out_dir=None) -> pathlib.Path:
+    """Write the record of a finished part: its rows, the budget's :func:`part_settings`, the minutes it took,
+    the code that computed it (:func:`code_state`), the machine and when it finished; returns its path."""
+    record = {"part": part, "budget": budget_name, "settings": part_settings(settings), "minutes": minutes, **code,
+              "machine": mv.results.machine(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "rows": rows}
+    folder = part_records_dir(name, budget_name, out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{part_label(part)}.json"
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(record, indent=1) + "\n")
+    temporary.replace(path)  # a kill while writing leaves no half record
+    return path
+
+
+def part_rows(name: str, budget_name: str, part: dict, settings: dict, out_dir=None) -> list[dict] | None:
+    """The result rows of a finished part from its record, or ``None`` when it has none (the part is to run).
+
+    A record computed under other settings of the budget is refused, naming the settings that differ: its rows
+    would be mixed with rows computed otherwise."""
+    path = part_records_dir(name, budget_name, out_dir) / f"{part_label(part)}.json"
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    expected = part_settings(settings)
+    if record.get("part") != part or record.get("settings") != expected:
+        recorded = record.get("settings") or {}
+        differ = sorted(k for k in set(recorded) | set(expected) if recorded.get(k) != expected.get(k))
+        raise ValueError(f"{path} was computed for part {record.get('part')} with other settings of budget "
+                         f"{budget_name!r} (they differ in {', '.join(differ) or 'the part'}) than this run's: "
+                         "delete it to recompute the part, or restore the settings it was computed with")
+    return record["rows"]
+
+
 def parts_provenance(name: str, budget_name: str, out_dir=None, repository=REPOSITORY) -> str:
     """``"; parts computed at revision ..."`` for a results file's machine line, from the markers of the parts
     that ``run.py --workers`` ran (empty when none did): the revisions with their numbers of parts, in the order
@@ -92,12 +157,16 @@ def parts_provenance(name: str, budget_name: str, out_dir=None, repository=REPOS
     recorded count as "not recorded"."""
     folder = runs_dir(name, out_dir) / budget_name / "parts"
     markers = sorted(folder.glob("*.done"), key=lambda path: path.stat().st_mtime) if folder.is_dir() else []
-    if not markers:
+    records = {path.stem: json.loads(path.read_text())
+               for path in part_records_dir(name, budget_name, out_dir).glob("*.json")}
+    # markers (in the order written) of the parts that have no record, then the records in the order they finished
+    found = [json.loads(path.read_text()) for path in markers if path.stem not in records]
+    found += sorted(records.values(), key=lambda record: record["finished"])
+    if not found:
         return ""
     counts: dict = {}
     uncommitted: set = set()
-    for marker in markers:
-        record = json.loads(marker.read_text())
+    for record in found:
         revision = record.get("revision", "not recorded")
         counts[revision] = counts.get(revision, 0) + 1
         uncommitted.update(record.get("uncommitted", []))

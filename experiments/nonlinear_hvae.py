@@ -224,7 +224,9 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     seed_rows, cases = [], list(budget["cases"])
     for i, (dataset, num_layers) in enumerate(cases):
         for seed in budget["seeds"]:
-            seed_rows += run_part(dataset, num_layers, seed, out_dir=out_dir, budget=budget_name)
+            part = {"dataset": dataset, "num_layers": num_layers, "seed": seed}
+            kept = common.part_rows(NAME, budget_name, part, budget, out_dir)  # a finished part's record
+            seed_rows += kept if kept is not None else run_part(**part, out_dir=out_dir, budget=budget_name)
         # written after every case, so a long run that is stopped still leaves what it finished, marked as partial
         rows = summarise(seed_rows)
         found = verdicts(rows)

@@ -19,6 +19,11 @@ which is faster per core than two processes contending for every core), marks ea
 ``runs/NAME/BUDGET/parts/`` (with its log beside it) so that a later invocation skips it, and finally runs the
 experiment itself, which restores the parts' runs and writes the results. Killed at any point, the same command
 resumes: parts restart from their checkpoints and cached evaluations.
+
+A part whose ``run_part`` returns result rows also leaves a record of them under ``results/parts/NAME/BUDGET/``
+(``common.write_part_record``), with the budget's settings and the code that computed it; an experiment that
+collects through ``common.part_rows`` needs only the records, so parts computed on other machines are collected by
+bringing their records together, and the runner skips a part that has one.
 """
 
 from __future__ import annotations
@@ -122,8 +127,12 @@ def has_parts(module: ModuleType) -> bool:
 
 
 def _label(part: dict) -> str:
-    """A part's name in file names: ``dataset-mnist_seed-3``."""
-    return "_".join(f"{key}-{value}" for key, value in part.items())
+    """A part's name in file names: ``dataset-mnist_seed-3`` (:func:`common.part_label`)."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import common  # imported here, not at the top: listing the experiments imports nothing heavy
+
+    return common.part_label(part)
 
 
 def _core_groups(workers: int, cores=None) -> list[list[int]]:
@@ -135,19 +144,34 @@ def _core_groups(workers: int, cores=None) -> list[list[int]]:
 
 
 def run_one_part(name: str, index: int, *, budget: str, out_dir=None, directory=HERE) -> dict:
-    """Run part ``index`` of experiment ``name`` at ``budget`` in this process and mark it done; returns the part."""
+    """Run part ``index`` of experiment ``name`` at ``budget`` in this process and mark it done; returns the part.
+
+    When the part returns result rows (a list of dicts), they are also kept in the part's record under
+    ``results/parts/NAME/BUDGET/`` (:func:`common.write_part_record`), from which the experiment collects them
+    without its checkpoints. A part marked done before records existed, run again, only restores its runs and
+    cached evaluations: its record then keeps the minutes and code of the marker, which computed it.
+    """
     module = load(name, directory)
     budget_name, parts = module.parts(budget=budget)
     part = parts[index]
     folder = _parts_dir(module, budget_name, out_dir)
     import common  # (on the path: _parts_dir put it there)
 
+    marker = folder / f"{_label(part)}.done"
+    earlier = json.loads(marker.read_text()) if marker.exists() else None
     code = common.code_state()  # the code this process imported, recorded before it runs
     tic = time.perf_counter()
-    module.run_part(**part, budget=budget_name, out_dir=out_dir)
-    marker = folder / f"{_label(part)}.done"
+    rows = module.run_part(**part, budget=budget_name, out_dir=out_dir)
+    done = {"part": part, "minutes": (time.perf_counter() - tic) / 60, **code}
+    if earlier is not None:
+        done = {**done, **{k: earlier[k] for k in ("minutes", "revision", "uncommitted") if k in earlier}}
+    if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
+        settings = getattr(module, "BUDGETS", {}).get(budget_name, {})
+        common.write_part_record(module.NAME, budget_name, part, rows, settings=settings, minutes=done["minutes"],
+                                 code={k: done[k] for k in ("revision", "uncommitted") if k in done},
+                                 out_dir=out_dir)
     temporary = marker.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"part": part, "minutes": (time.perf_counter() - tic) / 60, **code}) + "\n")
+    temporary.write_text(json.dumps(done) + "\n")
     temporary.replace(marker)
     return part
 
@@ -180,7 +204,11 @@ def run_parts(name: str, *, workers: int, quick: bool = False, out_dir=None, bud
         raise ValueError(f"--quick is a budget of its own; give either --quick or --budget {budget}")
     budget_name, parts = module.parts(quick=quick, budget=budget)
     folder = _parts_dir(module, budget_name, out_dir)
-    pending = [(i, p) for i, p in enumerate(parts) if not (folder / f"{_label(p)}.done").exists()]
+    import common  # (on the path: _parts_dir put it there)
+
+    records = common.part_records_dir(module.NAME, budget_name, out_dir)
+    pending = [(i, p) for i, p in enumerate(parts) if not (folder / f"{_label(p)}.done").exists()
+               and not (records / f"{_label(p)}.json").exists()]
     print(f"{name} --budget {budget_name}: {len(parts) - len(pending)} of {len(parts)} parts already done; "
           f"running {len(pending)} in {min(workers, max(len(pending), 1))} processes", flush=True)
     free = _core_groups(workers, cores)

@@ -336,8 +336,12 @@ def run(*, quick: bool = False, out_dir=None, budget: str | None = None):
     ``quick``."""
     budget_name = common.budget_name(BUDGETS, quick, budget)
     budget, quick = BUDGETS[budget_name], budget_name == "quick"
-    seed_rows = [row for dataset, binarization in budget["cases"] for seed in budget["seeds"]
-                 for row in run_part(dataset, binarization, seed, out_dir=out_dir, budget=budget_name)]
+    seed_rows = []
+    for dataset, binarization in budget["cases"]:
+        for seed in budget["seeds"]:
+            part = {"dataset": dataset, "binarization": binarization, "seed": seed}
+            kept = common.part_rows(NAME, budget_name, part, budget, out_dir)  # a finished part's record
+            seed_rows += kept if kept is not None else run_part(**part, out_dir=out_dir, budget=budget_name)
     rows = summarise(seed_rows)
     found = verdicts(rows, "test_log_likelihood_vcd_protocol")
     rows += [mv.results.row(NAME, v["dataset"], v["claim"], "verdict", None, None, v["comparison"].num_seeds,

@@ -598,6 +598,89 @@ def test_parts_provenance_names_the_revisions_the_parts_ran_and_what_differs(tmp
                     "with uncommitted changes to lib/model.py")
 
 
+ROWS_EXPERIMENT = """
+import json
+import pathlib
+
+DESCRIPTION = "two parts that return result rows, collected from their records"
+NAME = "two-row-parts"
+BUDGETS = {"small": {"scale": 2.0, "seeds": (0, 1)}}
+
+
+def parts(*, quick=False, budget=None):
+    return "small", [{"seed": seed} for seed in BUDGETS["small"]["seeds"]]
+
+
+def run_part(seed, *, quick=False, out_dir=None, budget=None):
+    with open(pathlib.Path(out_dir) / "ran.txt", "a") as handle:  # one line per time a part ran
+        handle.write(str(seed) + "\\n")
+    return [{"seed": seed, "value": BUDGETS[budget]["scale"] * (seed + 0.25)}]
+
+
+def run(*, quick=False, out_dir=None, budget=None):
+    import common  # the experiments' helpers (run.py puts their folder on the path)
+
+    rows = []
+    for part in parts(budget=budget)[1]:
+        kept = common.part_rows(NAME, "small", part, BUDGETS["small"], out_dir)
+        rows += kept if kept is not None else run_part(**part, out_dir=out_dir, budget="small")
+    path = pathlib.Path(out_dir) / "two-row-parts.json"
+    path.write_text(json.dumps(rows))
+    return [path]
+"""
+
+
+def test_parts_that_return_rows_are_collected_from_their_records_alone(tmp_path):
+    """A part's rows are kept in a record under parts/NAME/BUDGET/ beside the results, with its provenance: on a
+    machine that has the records and no runs (a fresh clone where they were committed) the parts are not run
+    again and the experiment collects the same rows; a record computed under other settings is refused."""
+    import shutil
+
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    stem = f"two_row_parts_{tmp_path.name.replace('-', '_')}"
+    (folder / f"{stem}.py").write_text(ROWS_EXPERIMENT)
+    name, out = stem.replace("_", "-"), tmp_path / "out"
+    cores = sorted(os.sched_getaffinity(0))[:1] * 2
+    paths = runner.run_parts(name, workers=2, out_dir=out, budget="small", directory=folder, poll_seconds=0.1,
+                             cores=cores)
+    rows = json.loads(paths[0].read_text())
+    assert rows == [{"seed": 0, "value": 0.5}, {"seed": 1, "value": 2.5}]
+    assert sorted((out / "ran.txt").read_text().split()) == ["0", "1"]  # each part ran once
+    record = json.loads((out / "parts" / "two-row-parts" / "small" / "seed-1.json").read_text())
+    assert record["rows"] == [{"seed": 1, "value": 2.5}] and record["settings"] == {"scale": 2.0}
+    assert record["part"] == {"seed": 1} and record["budget"] == "small"
+    assert record["revision"] == mv.results.git_revision() and "JAX" in record["machine"]
+
+    # a part marked done before records existed, run again (restoring its runs), keeps the marker's provenance
+    marker = out / "runs" / "two-row-parts" / "small" / "parts" / "seed-1.done"
+    marker.write_text(json.dumps({"part": {"seed": 1}, "minutes": 99.0, "revision": "abc1234", "uncommitted": []}))
+    (out / "parts" / "two-row-parts" / "small" / "seed-1.json").unlink()
+    runner.run_one_part(name, 1, budget="small", out_dir=out, directory=folder)
+    record = json.loads((out / "parts" / "two-row-parts" / "small" / "seed-1.json").read_text())
+    assert (record["minutes"], record["revision"], record["rows"]) == (99.0, "abc1234", [{"seed": 1, "value": 2.5}])
+    assert json.loads(marker.read_text())["minutes"] == 99.0
+    assert sorted((out / "ran.txt").read_text().split()) == ["0", "1", "1"]
+
+    shutil.rmtree(out / "runs")  # a fresh machine: the records alone
+    (out / "two-row-parts.json").unlink()
+    paths = runner.run_parts(name, workers=2, out_dir=out, budget="small", directory=folder, poll_seconds=0.1,
+                             cores=cores)
+    assert json.loads(paths[0].read_text()) == rows
+    assert sorted((out / "ran.txt").read_text().split()) == ["0", "1", "1"]  # nothing ran again
+    common = runner.load("vcd").common
+    assert common.parts_provenance("two-row-parts", "small", out).startswith(  # from the records
+        f"; parts computed at revision {mv.results.git_revision()} (1), abc1234 (1)")
+
+    path = out / "parts" / "two-row-parts" / "small" / "seed-0.json"
+    changed = json.loads(path.read_text())
+    changed["settings"]["scale"] = 3.0
+    path.write_text(json.dumps(changed))
+    with pytest.raises(ValueError, match=r"seed-0.json was computed for part \{'seed': 0\} with other settings of "
+                                         r"budget 'small' \(they differ in scale\) than this run's: delete it"):
+        runner.run(name, out_dir=out, budget="small", directory=folder)
+
+
 def test_a_failed_part_stops_the_collection_and_names_its_log(parts_experiment, tmp_path, monkeypatch):
     """A part that raises is reported with its log, which holds the traceback; nothing is collected, the parts
     that finished are kept, and the same command run again does only what is left."""
