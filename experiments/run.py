@@ -149,7 +149,7 @@ def run_one_part(name: str, index: int, *, budget: str, out_dir=None, directory=
     When the part returns result rows (a list of dicts), they are also kept in the part's record under
     ``results/parts/NAME/BUDGET/`` (:func:`common.write_part_record`), from which the experiment collects them
     without its checkpoints. A part marked done before records existed, run again, only restores its runs and
-    cached evaluations: its record then keeps the minutes and code of the marker, which computed it.
+    cached evaluations: its record then keeps the minutes, code and finishing time of the marker, which computed it.
     """
     module = load(name, directory)
     budget_name, parts = module.parts(budget=budget)
@@ -159,6 +159,7 @@ def run_one_part(name: str, index: int, *, budget: str, out_dir=None, directory=
 
     marker = folder / f"{_label(part)}.done"
     earlier = json.loads(marker.read_text()) if marker.exists() else None
+    finished = time.gmtime(marker.stat().st_mtime) if earlier is not None else None
     code = common.code_state()  # the code this process imported, recorded before it runs
     tic = time.perf_counter()
     rows = module.run_part(**part, budget=budget_name, out_dir=out_dir)
@@ -169,10 +170,11 @@ def run_one_part(name: str, index: int, *, budget: str, out_dir=None, directory=
         settings = getattr(module, "BUDGETS", {}).get(budget_name, {})
         common.write_part_record(module.NAME, budget_name, part, rows, settings=settings, minutes=done["minutes"],
                                  code={k: done[k] for k in ("revision", "uncommitted") if k in done},
-                                 out_dir=out_dir)
-    temporary = marker.with_suffix(".tmp")
-    temporary.write_text(json.dumps(done) + "\n")
-    temporary.replace(marker)
+                                 finished=finished, out_dir=out_dir)
+    if earlier is None:  # (an earlier marker stays as it is: its time is when the part finished)
+        temporary = marker.with_suffix(".tmp")
+        temporary.write_text(json.dumps(done) + "\n")
+        temporary.replace(marker)
     return part
 
 
@@ -209,6 +211,10 @@ def run_parts(name: str, *, workers: int, quick: bool = False, out_dir=None, bud
     records = common.part_records_dir(module.NAME, budget_name, out_dir)
     pending = [(i, p) for i, p in enumerate(parts) if not (folder / f"{_label(p)}.done").exists()
                and not (records / f"{_label(p)}.json").exists()]
+    settings = getattr(module, "BUDGETS", {}).get(budget_name, {})
+    for part in parts:  # a record made under other settings is refused now, not after hours of the other parts
+        if (records / f"{_label(part)}.json").exists():
+            common.part_rows(module.NAME, budget_name, part, settings, out_dir)
     print(f"{name} --budget {budget_name}: {len(parts) - len(pending)} of {len(parts)} parts already done; "
           f"running {len(pending)} in {min(workers, max(len(pending), 1))} processes", flush=True)
     free = _core_groups(workers, cores)

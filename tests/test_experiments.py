@@ -655,11 +655,13 @@ def test_parts_that_return_rows_are_collected_from_their_records_alone(tmp_path)
     # a part marked done before records existed, run again (restoring its runs), keeps the marker's provenance
     marker = out / "runs" / "two-row-parts" / "small" / "parts" / "seed-1.done"
     marker.write_text(json.dumps({"part": {"seed": 1}, "minutes": 99.0, "revision": "abc1234", "uncommitted": []}))
+    os.utime(marker, (1_700_000_000, 1_700_000_000))  # it finished then
     (out / "parts" / "two-row-parts" / "small" / "seed-1.json").unlink()
     runner.run_one_part(name, 1, budget="small", out_dir=out, directory=folder)
     record = json.loads((out / "parts" / "two-row-parts" / "small" / "seed-1.json").read_text())
     assert (record["minutes"], record["revision"], record["rows"]) == (99.0, "abc1234", [{"seed": 1, "value": 2.5}])
-    assert json.loads(marker.read_text())["minutes"] == 99.0
+    assert record["finished"] == "2023-11-14T22:13:20Z"
+    assert json.loads(marker.read_text())["minutes"] == 99.0 and marker.stat().st_mtime == 1_700_000_000
     assert sorted((out / "ran.txt").read_text().split()) == ["0", "1", "1"]
 
     shutil.rmtree(out / "runs")  # a fresh machine: the records alone
@@ -669,16 +671,21 @@ def test_parts_that_return_rows_are_collected_from_their_records_alone(tmp_path)
     assert json.loads(paths[0].read_text()) == rows
     assert sorted((out / "ran.txt").read_text().split()) == ["0", "1", "1"]  # nothing ran again
     common = runner.load("vcd").common
-    assert common.parts_provenance("two-row-parts", "small", out).startswith(  # from the records
-        f"; parts computed at revision {mv.results.git_revision()} (1), abc1234 (1)")
+    assert common.parts_provenance("two-row-parts", "small", out).startswith(  # from the records, as they finished
+        f"; parts computed at revision abc1234 (1), {mv.results.git_revision()} (1)")
 
     path = out / "parts" / "two-row-parts" / "small" / "seed-0.json"
     changed = json.loads(path.read_text())
     changed["settings"]["scale"] = 3.0
     path.write_text(json.dumps(changed))
-    with pytest.raises(ValueError, match=r"seed-0.json was computed for part \{'seed': 0\} with other settings of "
-                                         r"budget 'small' \(they differ in scale\) than this run's: delete it"):
+    refused = (r"seed-0.json was computed for part \{'seed': 0\} with other settings of budget 'small' \(they "
+               r"differ in scale\) than this run's: delete it")
+    with pytest.raises(ValueError, match=refused):
         runner.run(name, out_dir=out, budget="small", directory=folder)
+    (out / "parts" / "two-row-parts" / "small" / "seed-1.json").unlink()  # a part to run: refused before it runs
+    with pytest.raises(ValueError, match=refused):
+        runner.run_parts(name, workers=1, out_dir=out, budget="small", directory=folder, poll_seconds=0.1)
+    assert sorted((out / "ran.txt").read_text().split()) == ["0", "1", "1"]
 
 
 def test_a_failed_part_stops_the_collection_and_names_its_log(parts_experiment, tmp_path, monkeypatch):
