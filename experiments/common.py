@@ -115,12 +115,15 @@ def part_settings(budget: dict) -> dict:
 
 
 def write_part_record(name: str, budget_name: str, part: dict, rows: list[dict], *, settings: dict, minutes: float,
-                      code: dict, finished: time.struct_time | None = None, out_dir=None) -> pathlib.Path:
-    """Write the record of a finished part: its rows, the budget's :func:`part_settings`, the minutes it took,
-    the code that computed it (:func:`code_state`), the machine and when it finished (``finished``, UTC; ``None``
-    is now); returns its path."""
+                      code: dict, starts: int = 1, finished: time.struct_time | None = None,
+                      out_dir=None) -> pathlib.Path:
+    """Write the record of a finished part: its rows, the budget's :func:`part_settings`, the minutes of the process
+    that finished it and how many times it was started (``starts``: more than one means it was resumed, and its
+    earlier processes' time is not in ``minutes``), the code that computed it (:func:`code_state`), the machine and
+    when it finished (``finished``, UTC; ``None`` is now); returns its path."""
     finished = time.gmtime() if finished is None else finished
-    record = {"part": part, "budget": budget_name, "settings": part_settings(settings), "minutes": minutes, **code,
+    record = {"part": part, "budget": budget_name, "settings": part_settings(settings), "minutes": minutes,
+              "starts": starts, **code,
               "machine": mv.results.machine(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", finished),
               "rows": rows}
     folder = part_records_dir(name, budget_name, out_dir)

@@ -150,6 +150,10 @@ def run_one_part(name: str, index: int, *, budget: str, out_dir=None, directory=
     ``results/parts/NAME/BUDGET/`` (:func:`common.write_part_record`), from which the experiment collects them
     without its checkpoints. A part marked done before records existed, run again, only restores its runs and
     cached evaluations: its record then keeps the minutes, code and finishing time of the marker, which computed it.
+
+    ``minutes`` is the time of the process that finished the part. The marker and the record also say how many
+    times the part was started (``starts``, from the ``--- started`` lines :func:`run_parts` writes to its log): a
+    part interrupted and resumed took longer than ``minutes``, by its earlier processes' time, which is not measured.
     """
     module = load(name, directory)
     budget_name, parts = module.parts(budget=budget)
@@ -158,18 +162,20 @@ def run_one_part(name: str, index: int, *, budget: str, out_dir=None, directory=
     import common  # (on the path: _parts_dir put it there)
 
     marker = folder / f"{_label(part)}.done"
+    log = folder / f"{_label(part)}.log"
+    starts = max(1, log.read_text().count("--- started ")) if log.exists() else 1
     earlier = json.loads(marker.read_text()) if marker.exists() else None
     finished = time.gmtime(marker.stat().st_mtime) if earlier is not None else None
     code = common.code_state()  # the code this process imported, recorded before it runs
     tic = time.perf_counter()
     rows = module.run_part(**part, budget=budget_name, out_dir=out_dir)
-    done = {"part": part, "minutes": (time.perf_counter() - tic) / 60, **code}
+    done = {"part": part, "minutes": (time.perf_counter() - tic) / 60, "starts": starts, **code}
     if earlier is not None:
         done = {**done, **{k: earlier[k] for k in ("minutes", "revision", "uncommitted") if k in earlier}}
     if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
         settings = getattr(module, "BUDGETS", {}).get(budget_name, {})
         common.write_part_record(module.NAME, budget_name, part, rows, settings=settings, minutes=done["minutes"],
-                                 code={k: done[k] for k in ("revision", "uncommitted") if k in done},
+                                 starts=starts, code={k: done[k] for k in ("revision", "uncommitted") if k in done},
                                  finished=finished, out_dir=out_dir)
     if earlier is None:  # (an earlier marker stays as it is: its time is when the part finished)
         temporary = marker.with_suffix(".tmp")

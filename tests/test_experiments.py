@@ -651,6 +651,7 @@ def test_parts_that_return_rows_are_collected_from_their_records_alone(tmp_path)
     assert record["rows"] == [{"seed": 1, "value": 2.5}] and record["settings"] == {"scale": 2.0}
     assert record["part"] == {"seed": 1} and record["budget"] == "small"
     assert record["revision"] == mv.results.git_revision() and "JAX" in record["machine"]
+    assert record["starts"] == 1
 
     # a part marked done before records existed, run again (restoring its runs), keeps the marker's provenance
     marker = out / "runs" / "two-row-parts" / "small" / "parts" / "seed-1.done"
@@ -705,6 +706,8 @@ def test_a_failed_part_stops_the_collection_and_names_its_log(parts_experiment, 
     runner.run_parts(name, workers=1, out_dir=out, budget="small", directory=folder, poll_seconds=0.1)
     assert json.loads((out / "three-parts.json").read_text())["made"] == ["a.txt", "b.txt", "c.txt"]
     assert len((out / "made" / "a.txt").read_text().splitlines()) == 1
+    markers = out / "runs" / "three-parts" / "small" / "parts"  # b was started twice: its minutes are the last's
+    assert [json.loads((markers / f"letter-{x}.done").read_text())["starts"] for x in "abc"] == [1, 2, 1]
 
 
 def test_workers_are_refused_where_they_mean_nothing(capsys):
