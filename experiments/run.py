@@ -214,13 +214,10 @@ def run_parts(name: str, *, workers: int, quick: bool = False, out_dir=None, bud
     folder = _parts_dir(module, budget_name, out_dir)
     import common  # (on the path: _parts_dir put it there)
 
-    records = common.part_records_dir(module.NAME, budget_name, out_dir)
-    pending = [(i, p) for i, p in enumerate(parts) if not (folder / f"{_label(p)}.done").exists()
-               and not (records / f"{_label(p)}.json").exists()]
     settings = getattr(module, "BUDGETS", {}).get(budget_name, {})
-    for part in parts:  # a record made under other settings is refused now, not after hours of the other parts
-        if (records / f"{_label(part)}.json").exists():
-            common.part_rows(module.NAME, budget_name, part, settings, out_dir)
+    # a part with a record is done; one made under other settings is refused now, not after hours of the others
+    recorded = [common.part_rows(module.NAME, budget_name, p, settings, out_dir) is not None for p in parts]
+    pending = [(i, p) for i, p in enumerate(parts) if not recorded[i] and not (folder / f"{_label(p)}.done").exists()]
     print(f"{name} --budget {budget_name}: {len(parts) - len(pending)} of {len(parts)} parts already done; "
           f"running {len(pending)} in {min(workers, max(len(pending), 1))} processes", flush=True)
     free = _core_groups(workers, cores)
